@@ -1,0 +1,230 @@
+"""The backward engine: runs ``grad_fn`` nodes in dependency order, as PyTorch's does.
+
+Ready nodes run most-recently-created first; gradients arriving at one node from
+several edges are summed before it runs; hooks on non-leaf tensors run on the
+gradient entering their node, hooks on leaves before accumulation into ``.grad``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+
+from fusegrad.autograd import grad_mode
+from fusegrad.autograd.node import AccumulateGrad, Node
+
+
+class _State(threading.local):
+    def __init__(self):
+        self.stack = []  # (retain_graph, create_graph) of the runs under way
+
+
+_state = _State()
+
+
+def creating_graph() -> bool:
+    return bool(_state.stack) and _state.stack[-1][1]
+
+
+def retaining_graph() -> bool:
+    return bool(_state.stack) and _state.stack[-1][0]
+
+
+def gradient_edge(t):
+    """The (node, output_nr) that receives the gradient of tensor ``t``."""
+    if t.grad_fn is not None:
+        return t.grad_fn, t._output_nr
+    if t.requires_grad:
+        return t._get_accumulator(), 0
+    return None, 0
+
+
+def accumulate_grad(t, g):
+    """Sum ``g`` into ``t.grad`` the way AccumulateGrad does."""
+    for hook in t._hooks or ():
+        r = hook(g)
+        if r is not None:
+            g = r
+    if g is None:
+        return
+    old = t._grad
+    if old is None:
+        # own the buffer: the incoming gradient may alias another tensor's (add's vjp
+        # passes the same gradient to both inputs)
+        t._grad = g if g.requires_grad else g._detached_copy()
+    elif creating_graph() or g.requires_grad:
+        t._grad = old + g
+    else:
+        old._data.add_(g._data)
+        old._vc[0] += 1
+    for hook in t._post_acc_hooks or ():
+        hook(t)
+
+
+def _apply_tensor_hooks(node, grads):
+    if node._tensor_hooks:
+        for nr, hooks in node._tensor_hooks.items():
+            for hook in hooks:
+                if grads[nr] is None:
+                    continue
+                r = hook(grads[nr])
+                if r is not None:
+                    grads[nr] = r
+    if node._retains:
+        for nr, ref in node._retains.items():
+            t = ref()
+            if t is not None and grads[nr] is not None:
+                g = grads[nr]
+                t._grad = g if creating_graph() else g._detached_copy()
+
+
+def _collect(roots):
+    """Dependency counts of every node reachable from ``roots``."""
+    deps: dict[Node, int] = {}
+    seen = set()
+    stack = [n for n in roots]
+    for n in roots:
+        seen.add(n)
+    while stack:
+        n = stack.pop()
+        for nxt, _ in n.next_functions:
+            if nxt is None:
+                continue
+            deps[nxt] = deps.get(nxt, 0) + 1
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return deps, seen
+
+
+def _needed(roots, targets):
+    """For each node, whether some target can be reached from it (the rest need not run)."""
+    order, visited = [], set()
+    stack = [(r, False) for r in roots]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            order.append(n)  # post-order: every child is finished before its parent
+            continue
+        if n in visited:
+            continue
+        visited.add(n)
+        stack.append((n, True))
+        stack.extend((c, False) for c, _ in n.next_functions if c is not None and c not in visited)
+    memo: dict[Node, bool] = {}
+    for n in order:
+        memo[n] = n in targets or any(memo.get(c, False) for c, _ in n.next_functions if c)
+    return memo
+
+
+def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
+                 create_graph=False, allow_unused=False):
+    """Backpropagate ``roots`` = [(tensor, gradient)].
+
+    With ``accumulate`` the gradients go into ``.grad`` (of ``inputs`` only, when given);
+    without it they are returned, one per input, as ``autograd.grad`` does.
+    """
+    root_edges = []
+    for i, (t, g) in enumerate(roots):
+        node, nr = gradient_edge(t)
+        if node is None:
+            raise RuntimeError(
+                f"element {i} of tensors does not require grad and does not have a grad_fn")
+        root_edges.append((node, nr, g))
+
+    targets = {}
+    if inputs is not None:
+        for t in inputs:
+            node, nr = gradient_edge(t)
+            if node is None:
+                raise RuntimeError("One of the differentiated Tensors does not require grad")
+            targets.setdefault(node, set()).add(nr)
+
+    root_nodes = list({n: None for n, _, _ in root_edges})
+    deps, reachable = _collect(root_nodes)
+    needed = _needed(root_nodes, targets) if inputs is not None else None
+
+    buffers: dict[Node, list] = {}
+    for node, nr, g in root_edges:
+        buf = buffers.setdefault(node, [None] * node.n_outputs)
+        buf[nr] = g if buf[nr] is None else buf[nr] + g
+
+    captured: dict[tuple, object] = {}
+    executed = []
+    ready = [(-n._seq, id(n), n) for n in root_nodes if deps.get(n, 0) == 0]
+    heapq.heapify(ready)
+    _state.stack.append((retain_graph, create_graph))
+    try:
+        with grad_mode.set_grad_enabled(create_graph):
+            while ready:
+                _, _, node = heapq.heappop(ready)
+                grads = buffers.pop(node, None) or [None] * node.n_outputs
+                run = needed is None or needed.get(node, False)
+                out_grads = None
+                if run and any(g is not None for g in grads):
+                    for hook in node._pre_hooks:
+                        r = hook(tuple(grads))
+                        if r is not None:
+                            grads = list(r)
+                    _apply_tensor_hooks(node, grads)
+                    if node in targets:
+                        for nr in targets[node]:
+                            captured[(node, nr)] = grads[nr]
+                    if isinstance(node, AccumulateGrad):
+                        if accumulate and (inputs is None or node in targets):
+                            node.apply(grads)
+                        out_grads = []
+                    elif inputs is not None and not accumulate and node in targets and \
+                            not _below_targets(node, needed, targets):
+                        out_grads = None
+                    else:
+                        out_grads = node.apply(grads)
+                        executed.append(node)
+                        if accumulate and node in targets:
+                            _accumulate_non_leaf(node, grads, inputs)
+                        for hook in node._hooks:
+                            r = hook(tuple(out_grads), tuple(grads))
+                            if r is not None:
+                                out_grads = list(r)
+                for i, (nxt, nr) in enumerate(node.next_functions):
+                    if nxt is None:
+                        continue
+                    g = out_grads[i] if out_grads is not None and i < len(out_grads) else None
+                    if g is not None:
+                        buf = buffers.setdefault(nxt, [None] * nxt.n_outputs)
+                        buf[nr] = g if buf[nr] is None else buf[nr] + g
+                    deps[nxt] -= 1
+                    if deps[nxt] == 0:
+                        heapq.heappush(ready, (-nxt._seq, id(nxt), nxt))
+    finally:
+        _state.stack.pop()
+        if not retain_graph:
+            for node in executed:
+                node.release()
+
+    if accumulate:
+        return None
+    result = []
+    for i, t in enumerate(inputs):
+        node, nr = gradient_edge(t)
+        g = captured.get((node, nr))
+        if g is None and not allow_unused:
+            raise RuntimeError(
+                f"The differentiated Tensor at index {i} appears to not have been used in the "
+                "graph. Set allow_unused=True if this is the desired behavior.")
+        if g is not None and not create_graph:
+            g = g.detach()
+        result.append(g)
+    return result
+
+
+def _below_targets(node, needed, targets):
+    """Whether some other target lies below ``node`` (then it must run on)."""
+    return any(needed.get(nxt, False) for nxt, _ in node.next_functions if nxt is not None)
+
+
+def _accumulate_non_leaf(node, grads, inputs):
+    # backward(inputs=[non_leaf]) accumulates into the non-leaf's .grad
+    for t in inputs:
+        if t.grad_fn is node and grads[t._output_nr] is not None:
+            accumulate_grad(t, grads[t._output_nr])

@@ -1,0 +1,89 @@
+"""Finite-difference gradient check (float64), independent of any other autograd."""
+
+from __future__ import annotations
+
+import torch
+
+
+class GradcheckError(RuntimeError):
+    pass
+
+
+def _flat_outputs(out):
+    from fusegrad.tensor import Tensor
+
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return [o for o in outs if isinstance(o, Tensor)]
+
+
+def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
+              nondet_tol=0.0, check_undefined_grad=True, fast_mode=False, **_):
+    """Compare ``func``'s analytical Jacobian (from backward) with central differences.
+
+    Returns True, or raises :class:`GradcheckError` naming the output/input pair that differs.
+    """
+    from fusegrad import autograd
+    from fusegrad.tensor import Tensor
+
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    diff = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not diff:
+        raise ValueError("gradcheck expects at least one input tensor to require gradient, "
+                         "but none of the them have requires_grad=True.")
+    for i in diff:
+        if inputs[i].dtype != torch.float64:
+            import warnings
+
+            warnings.warn(f"Input #{i} requires gradient and is not a double precision floating "
+                          "point. This check will likely fail if all the inputs are not of "
+                          "double precision floating point. ")
+    outs = _flat_outputs(func(*inputs))
+    for o_idx, out in enumerate(outs):
+        n_out = out.numel()
+        for i in diff:
+            x = inputs[i]
+            n_in = x.numel()
+            numerical = torch.zeros(n_in, n_out, dtype=torch.float64)
+            flat = x._data.view(-1)
+            for k in range(n_in):
+                orig = flat[k].item()
+                flat[k] = orig + eps
+                plus = _flat_outputs(func(*inputs))[o_idx]._data.reshape(-1).double().clone()
+                flat[k] = orig - eps
+                minus = _flat_outputs(func(*inputs))[o_idx]._data.reshape(-1).double().clone()
+                flat[k] = orig
+                numerical[k] = (plus - minus) / (2 * eps)
+            analytical = torch.zeros(n_in, n_out, dtype=torch.float64)
+            if out.requires_grad:
+                for j in range(n_out):
+                    g = torch.zeros(n_out, dtype=out.dtype)
+                    g[j] = 1
+                    res = autograd.grad(out, x, Tensor._make(g.reshape(out.shape)),
+                                        retain_graph=True, allow_unused=True)[0]
+                    if res is not None:
+                        analytical[:, j] = res._data.reshape(-1).double()
+            if not torch.allclose(analytical, numerical, rtol, atol):
+                if not raise_exception:
+                    return False
+                raise GradcheckError(
+                    f"Jacobian mismatch for output {o_idx} with respect to input {i},\n"
+                    f"numerical:{numerical}\nanalytical:{analytical}\n")
+    return True
+
+
+def gradgradcheck(func, inputs, grad_outputs=None, **kwargs):
+    """Second-order check: gradcheck of the function that returns first-order gradients."""
+    from fusegrad import autograd, ops
+    from fusegrad.tensor import Tensor
+
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    diff = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+
+    def first_order(*xs):
+        outs = _flat_outputs(func(*xs))
+        gs = [ops.ones_like(o) for o in outs] if grad_outputs is None else grad_outputs
+        d = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
+        return autograd.grad(outs, d, gs, create_graph=True, allow_unused=True)
+
+    del diff
+    return gradcheck(first_order, inputs, **kwargs)

@@ -1,0 +1,203 @@
+"""Autograd graph nodes: one ``grad_fn`` per recorded op, named as PyTorch names them."""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+
+_seq = itertools.count()
+
+SECOND_BACKWARD = (
+    "Trying to backward through the graph a second time (or directly access saved tensors "
+    "after they have already been freed). Saved intermediate values of the graph are freed "
+    "when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+    "backward through the graph a second time or if you need to access saved tensors after "
+    "calling backward."
+)
+
+
+class Node:
+    """A backward function. ``next_functions`` holds one ``(node, output_nr)`` edge per input."""
+
+    __slots__ = ("next_functions", "_seq", "_pre_hooks", "_hooks", "_tensor_hooks",
+                 "_retains", "metadata", "__weakref__")
+
+    def __init__(self, next_functions=()):
+        self.next_functions = tuple(next_functions)
+        self._seq = next(_seq)
+        self._pre_hooks = []
+        self._hooks = []
+        self._tensor_hooks = None  # {output_nr: [hook]} for hooks on non-leaf tensors
+        self._retains = None  # {output_nr: weakref to tensor} for retain_grad()
+        self.metadata = {}
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self):
+        return f"<{type(self).__name__} object at {hex(id(self))}>"
+
+    n_outputs = 1
+
+    def apply(self, grads):  # -> one gradient per next_functions edge
+        raise NotImplementedError
+
+    def release(self):
+        """Free saved tensors after a backward that does not retain the graph."""
+
+    def register_hook(self, fn):
+        self._hooks.append(fn)
+        return _Handle(self._hooks, fn)
+
+    def register_prehook(self, fn):
+        self._pre_hooks.append(fn)
+        return _Handle(self._pre_hooks, fn)
+
+    def __call__(self, *grads):
+        return self.apply(list(grads))
+
+
+class _Handle:
+    def __init__(self, lst, item):
+        self._lst, self._item = lst, item
+
+    def remove(self):
+        if self._item in self._lst:
+            self._lst.remove(self._item)
+
+
+class SavedTensor:
+    """A tensor saved for backward, checked against in-place changes when unpacked."""
+
+    __slots__ = ("data", "vc", "version", "requires_grad", "node", "output_nr", "tensor",
+                 "freed", "desc")
+
+    def __init__(self, t, node=None):
+        # An output is saved as its storage plus a weak link to its node, not as the
+        # Tensor: that would make a cycle tensor -> grad_fn -> tensor.
+        self.vc = t._vc
+        self.version = t._vc[0]
+        self.freed = False
+        if node is not None and t.grad_fn is node:
+            self.tensor = None
+            self.data = t._data
+            self.node = weakref.ref(node)
+            self.output_nr = t._output_nr
+            self.desc = f"output {t._output_nr} of {node.name()}"
+        else:
+            self.tensor, self.data, self.node, self.desc = t, None, None, None
+
+    def unpack(self):
+        from fusegrad.tensor import Tensor
+
+        if self.freed:
+            raise RuntimeError(SECOND_BACKWARD)
+        if self.vc[0] != self.version:
+            ref = self.tensor._data if self.tensor is not None else self.data
+            kind = {"float32": "Float", "float64": "Double", "float16": "Half",
+                    "bfloat16": "BFloat16", "int64": "Long", "int32": "Int",
+                    "bool": "Bool"}.get(str(ref.dtype).replace("torch.", ""), "")
+            which = f", which is {self.desc}," if self.desc else ""
+            if self.tensor is not None and self.tensor.grad_fn is not None:
+                which = f", which is output {self.tensor._output_nr} of " \
+                        f"{self.tensor.grad_fn.name()},"
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by "
+                f"an inplace operation: [torch.{kind}Tensor {list(ref.shape)}]{which} is at "
+                f"version {self.vc[0]}; expected version {self.version} instead. Hint: enable "
+                "anomaly detection to find the operation that failed to compute its gradient, "
+                "with torch.autograd.set_detect_anomaly(True, check_nan=False)."
+            )
+        if self.tensor is not None:
+            return self.tensor
+        return Tensor._make(self.data, grad_fn=self.node(), output_nr=self.output_nr, vc=self.vc)
+
+
+class _Ctx:
+    """What a primitive's vjp rule sees."""
+
+    __slots__ = ("inputs", "out", "params", "avals", "needs_input_grad")
+
+
+class PrimNode(Node):
+    """The node of one primitive call; subclassed per PyTorch name (``MulBackward0``...)."""
+
+    __slots__ = ("prim", "params", "avals", "needs_input_grad", "_saved", "_out", "_freed")
+
+    def apply(self, grads):
+        if self._freed:
+            raise RuntimeError(SECOND_BACKWARD)
+        ctx = _Ctx()
+        ctx.inputs = [s.unpack() if isinstance(s, SavedTensor) else s for s in self._saved]
+        ctx.out = self._out.unpack() if self._out is not None else None
+        ctx.params = self.params
+        ctx.avals = self.avals
+        ctx.needs_input_grad = self.needs_input_grad
+        g = grads[0]
+        if g is None:
+            from fusegrad import ops
+
+            g = ops.zeros(self.metadata["out_shape"], dtype=self.metadata["out_dtype"])
+        return list(self.prim.vjp(ctx, g))
+
+    def release(self):
+        if self.prim.saves:
+            self._freed = True
+            self._saved = [None if isinstance(s, SavedTensor) else s for s in self._saved]
+            self._out = None
+
+
+_node_classes: dict[str, type] = {}
+
+
+def node_class(name: str, base=PrimNode) -> type:
+    """The node class called ``name`` (cached), so ``type(t.grad_fn).__name__`` is PyTorch's."""
+    key = (name, base)
+    cls = _node_classes.get(key)
+    if cls is None:
+        cls = _node_classes[key] = type(name, (base,), {"__slots__": ()})
+    return cls
+
+
+class AccumulateGrad(Node):
+    """The node at a leaf that requires grad: sums incoming gradients into ``.grad``."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        super().__init__(())
+        self.variable = variable
+
+    def apply(self, grads):
+        from fusegrad.autograd.engine import accumulate_grad
+
+        accumulate_grad(self.variable, grads[0])
+        return []
+
+
+class CompositeNode(Node):
+    """One named node over a decomposition's inner graph (``AddmmBackward0``, ``NllLossBackward0``).
+
+    Backward runs the engine on the inner graph down to the composite's inputs, so the
+    decomposition's primitives supply the derivative and no rule is written twice.
+    """
+
+    __slots__ = ("inner_out", "inner_inputs")
+
+    def apply(self, grads):
+        from fusegrad.autograd import engine
+
+        if self.inner_out is None:
+            raise RuntimeError(SECOND_BACKWARD)
+        wanted = [t for t in self.inner_inputs if t is not None]
+        got = engine.run_backward(
+            [(self.inner_out, grads[0])], inputs=wanted, accumulate=False,
+            retain_graph=engine.retaining_graph(), create_graph=engine.creating_graph(),
+            allow_unused=True,
+        )
+        it = iter(got)
+        return [next(it) if t is not None else None for t in self.inner_inputs]
+
+    def release(self):
+        # the inner run already freed its nodes' saved tensors
+        self.inner_out = None

@@ -1,0 +1,147 @@
+"""Tensor creation: the data comes from torch (same generator, so seeded draws match)."""
+
+from __future__ import annotations
+
+import torch
+
+from fusegrad.autograd.grad_mode import _mode
+from fusegrad.ops import _shape_arg, full, full_like, ones, ones_like, zeros, zeros_like
+from fusegrad.tensor import Tensor
+
+__all__ = ["tensor", "as_tensor", "from_numpy", "from_torch", "empty", "empty_like", "eye",
+           "arange", "linspace", "rand", "randn", "randint", "rand_like", "randn_like",
+           "randint_like", "randperm", "manual_seed", "full", "full_like", "zeros",
+           "zeros_like", "ones", "ones_like", "seed", "initial_seed"]
+
+
+def _wrap(data, requires_grad=False):
+    t = Tensor._make(data)
+    if _mode.inference:
+        t._inference = True
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _unwrap_nested(data):
+    if isinstance(data, Tensor):
+        return data._data
+    if isinstance(data, (list, tuple)):
+        return [_unwrap_nested(d) for d in data]
+    return data
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
+    """A new leaf tensor holding a copy of ``data`` (a number, nested list, array or tensor)."""
+    if isinstance(data, Tensor):
+        data = data._data.detach().clone()
+        if dtype is not None or device is not None:
+            data = data.to(device=device, dtype=dtype)
+    elif isinstance(data, torch.Tensor):
+        data = data.detach().clone().to(device=device, dtype=dtype)
+    else:
+        data = _unwrap_nested(data)
+        if isinstance(data, list) and data and isinstance(data[0], torch.Tensor):
+            data = torch.stack(data)
+            data = data.to(device=device, dtype=dtype)
+        else:
+            data = torch.tensor(data, dtype=dtype, device=device)
+    return _wrap(data, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    if isinstance(data, Tensor) and dtype in (None, data.dtype) and device is None:
+        return data
+    return tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(array):
+    """A tensor sharing memory with the numpy ``array``."""
+    return _wrap(torch.from_numpy(array))
+
+
+def from_torch(t: torch.Tensor):
+    """A fusegrad tensor sharing storage with the ``torch.Tensor`` ``t`` (detached)."""
+    return _wrap(t.detach())
+
+
+def _factory(fn):
+    def make(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+        data = fn(*_shape_arg(size) if size else (), dtype=dtype, device=device,
+                  generator=generator, **kw) if generator is not None else \
+            fn(_shape_arg(size), dtype=dtype, device=device, **kw)
+        return _wrap(data, requires_grad)
+
+    make.__name__ = fn.__name__
+    return make
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False, **_):
+    return _wrap(torch.empty(_shape_arg(size), dtype=dtype, device=device), requires_grad)
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False, generator=None):
+    return _wrap(torch.rand(_shape_arg(size), dtype=dtype, device=device, generator=generator),
+                 requires_grad)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):
+    return _wrap(torch.randn(_shape_arg(size), dtype=dtype, device=device, generator=generator),
+                 requires_grad)
+
+
+def randint(low, high=None, size=None, *, dtype=None, device=None, generator=None,
+            requires_grad=False):
+    if high is None:
+        low, high = 0, low
+    return _wrap(torch.randint(low, high, tuple(size), dtype=dtype or torch.int64,
+                               device=device, generator=generator), requires_grad)
+
+
+def randperm(n, *, dtype=torch.int64, device=None, generator=None):
+    return _wrap(torch.randperm(n, dtype=dtype, device=device, generator=generator))
+
+
+def _like(fn):
+    def make(x, *, dtype=None, device=None, requires_grad=False):
+        return _wrap(fn(x._data, dtype=dtype, device=device), requires_grad)
+
+    make.__name__ = fn.__name__
+    return make
+
+
+empty_like = _like(torch.empty_like)
+rand_like = _like(torch.rand_like)
+randn_like = _like(torch.randn_like)
+
+
+def randint_like(x, low, high=None, *, dtype=None, device=None):
+    return _wrap(torch.randint_like(x._data, low, high, dtype=dtype, device=device))
+
+
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    data = torch.eye(n, m if m is not None else n, dtype=dtype, device=device)
+    return _wrap(data, requires_grad)
+
+
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    return _wrap(torch.arange(start, end, step, dtype=dtype, device=device), requires_grad)
+
+
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    return _wrap(torch.linspace(start, end, steps, dtype=dtype, device=device), requires_grad)
+
+
+def manual_seed(seed):
+    """Seed torch's generator: fusegrad's random tensors are torch's random tensors."""
+    return torch.manual_seed(seed)
+
+
+def seed():
+    return torch.seed()
+
+
+def initial_seed():
+    return torch.initial_seed()

@@ -1,0 +1,921 @@
+"""User-facing ops: thin wrappers that pick a primitive (or compose several) and name the
+autograd node as PyTorch does. Tensor methods and operators are bound at the bottom.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import functools
+from collections import namedtuple
+
+import torch
+
+from fusegrad import primitives as P
+from fusegrad.autograd.grad_mode import _mode
+from fusegrad.autograd.node import CompositeNode, Node, node_class
+from fusegrad.primitives import Scalar, check, normalize_dims
+from fusegrad.tensor import Tensor, apply, apply_inplace, trace_state
+
+_builtin_slice = builtins.slice
+_sum = builtins.sum
+_any = builtins.any
+
+
+def _t(x):
+    """Accept fusegrad Tensors and Python numbers as op operands."""
+    if isinstance(x, (Tensor, *Scalar)):
+        return x
+    if isinstance(x, torch.Tensor):
+        return Tensor._make(x.detach())
+    raise TypeError(f"expected a fusegrad Tensor or a number, got {type(x).__name__}")
+
+
+# --------------------------------------------------------------------------- composites
+
+
+def composite(grad_name):
+    """Make ``fn`` (a decomposition into other ops) one autograd node called ``grad_name``.
+
+    Under a trace, or when nothing needs a gradient, the decomposition simply runs.
+    """
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if trace_state.tracer is not None or not _mode.enabled:
+                return fn(*args, **kwargs)
+            tensors = [a for a in args if isinstance(a, Tensor)]
+            if not _any(t.requires_grad for t in tensors):
+                return fn(*args, **kwargs)
+            inner = fn(*args, **kwargs)
+            if inner.grad_fn is None:
+                return inner
+            from fusegrad.autograd.engine import gradient_edge
+
+            cls = node_class(grad_name, CompositeNode)
+            node = cls.__new__(cls)
+            Node.__init__(node, [gradient_edge(t) if t.requires_grad else (None, 0)
+                                 for t in tensors])
+            node.inner_out = inner
+            node.inner_inputs = [t if t.requires_grad else None for t in tensors]
+            return Tensor._make(inner._data, grad_fn=node, vc=inner._vc)
+
+        return wrapper
+
+    return deco
+
+
+# --------------------------------------------------------------------------- pointwise
+
+
+def _unary(prim):
+    def op(x):
+        return apply(prim, x)
+
+    op.__name__ = prim.name
+    return op
+
+
+neg = negative = _unary(P.neg)
+exp = _unary(P.exp)
+log = _unary(P.log)
+sqrt = _unary(P.sqrt)
+abs = absolute = _unary(P.abs_)
+sin = _unary(P.sin)
+cos = _unary(P.cos)
+tanh = _unary(P.tanh)
+sigmoid = _unary(P.sigmoid)
+relu = _unary(P.relu)
+sign = _unary(P.sign)
+
+
+def cast(x, dtype):
+    if x.dtype == dtype:
+        return x
+    return apply(P.cast, x, dtype=dtype)
+
+
+def clone(x, *, memory_format=None):
+    return apply(P.copy, x)
+
+
+def add(a, b, *, alpha=1):
+    a, b = _t(a), _t(b)
+    if alpha != 1:
+        b = mul(b, alpha)
+    if isinstance(a, Scalar):
+        a, b = b, a
+    return apply(P.add, a, b)
+
+
+def sub(a, b, *, alpha=1):
+    a, b = _t(a), _t(b)
+    if alpha != 1:
+        b = mul(b, alpha)
+    if isinstance(a, Scalar):
+        return apply(P.sub, a, b, grad_name="RsubBackward1", scalar_edges=False)
+    return apply(P.sub, a, b)
+
+
+subtract = sub
+
+
+def rsub(a, b):
+    return sub(b, a)
+
+
+def mul(a, b):
+    a, b = _t(a), _t(b)
+    if isinstance(a, Scalar):
+        a, b = b, a
+    return apply(P.mul, a, b)
+
+
+multiply = mul
+
+
+def div(a, b, *, rounding_mode=None):
+    a, b = _t(a), _t(b)
+    if rounding_mode is not None:
+        check(not (isinstance(a, Tensor) and a.requires_grad)
+              and not (isinstance(b, Tensor) and b.requires_grad),
+              lambda: "div: rounding_mode is not differentiable")
+        da = a._data if isinstance(a, Tensor) else a
+        db = b._data if isinstance(b, Tensor) else b
+        return Tensor._make(torch.div(da, db, rounding_mode=rounding_mode))
+    if isinstance(a, Scalar):
+        return apply(P.div, a, b, scalar_edges=False)
+    return apply(P.div, a, b)
+
+
+divide = true_divide = div
+
+
+def pow(a, b):
+    a, b = _t(a), _t(b)
+    if isinstance(b, Scalar):
+        return apply(P.pow_, a, b, grad_name="PowBackward0", scalar_edges=False)
+    if isinstance(a, Scalar):
+        return apply(P.pow_, a, b, grad_name="PowBackward2", scalar_edges=False)
+    return apply(P.pow_, a, b, grad_name="PowBackward1")
+
+
+def square(x):
+    return pow(x, 2)
+
+
+def maximum(a, b):
+    return apply(P.maximum, _t(a), _t(b))
+
+
+def minimum(a, b):
+    return apply(P.minimum, _t(a), _t(b))
+
+
+def _compare(prim):
+    def op(a, b):
+        return apply(prim, _t(a), _t(b))
+
+    op.__name__ = prim.name
+    return op
+
+
+eq = _compare(P.PRIMS["eq"])
+ne = _compare(P.PRIMS["ne"])
+lt = _compare(P.PRIMS["lt"])
+le = _compare(P.PRIMS["le"])
+gt = _compare(P.PRIMS["gt"])
+ge = _compare(P.PRIMS["ge"])
+logical_and = _compare(P.logical_and)
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+
+
+def where(condition, x, y):
+    return apply(P.where, condition, _t(x), _t(y))
+
+
+def clamp(x, min=None, max=None):
+    return apply(P.clamp, x, lo=min, hi=max)
+
+
+clip = clamp
+
+
+def clamp_min(x, min):
+    return clamp(x, min=min)
+
+
+def clamp_max(x, max):
+    return clamp(x, max=max)
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+def _dims_arg(dim):
+    if dim is None:
+        return None
+    if isinstance(dim, int):
+        return (dim,)
+    return tuple(dim)
+
+
+def sum(x, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return apply(P.sum_, x, grad_name="SumBackward0", dims=None, keepdim=False)
+    return apply(P.sum_, x, dims=_dims_arg(dim), keepdim=keepdim)
+
+
+def _mean(x, dim=None, keepdim=False):
+    dims = normalize_dims("mean", _dims_arg(dim), x.dim())
+    n = math.prod(x.shape[d] for d in dims) if x.dim() else 1
+    s = apply(P.sum_, x, dims=None if dim is None else dims, keepdim=keepdim)
+    return apply(P.div, s, n)
+
+
+_mean_all = composite("MeanBackward0")(_mean)
+_mean_dim = composite("MeanBackward1")(_mean)
+
+
+def mean(x, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    check(x.dtype.is_floating_point or x.dtype.is_complex,
+          lambda: f"mean(): could not infer output dtype. Input dtype must be either a floating "
+          f"point or complex dtype. Got: {str(x.dtype).replace('torch.', '').capitalize()}")
+    if dim is None:
+        return _mean_all(x)
+    return _mean_dim(x, dim, keepdim)
+
+
+def amax(x, dim=(), keepdim=False):
+    dims = None if dim == () or dim is None else _dims_arg(dim)
+    return apply(P.amax, x, dims=dims, keepdim=keepdim)
+
+
+def amin(x, dim=(), keepdim=False):
+    dims = None if dim == () or dim is None else _dims_arg(dim)
+    return apply(P.amin, x, dims=dims, keepdim=keepdim)
+
+
+_MinMax = namedtuple("_MinMax", ["values", "indices"])
+
+
+class return_types:
+    max = _MinMax
+    min = _MinMax
+
+
+def argmax(x, dim=None, keepdim=False):
+    if dim is None:
+        return apply(P.argmax, reshape(x, (-1,)), dims=0, keepdim=False)
+    return apply(P.argmax, x, dims=dim, keepdim=keepdim)
+
+
+def argmin(x, dim=None, keepdim=False):
+    return argmax(neg(x), dim, keepdim)
+
+
+def max(x, dim=None, keepdim=False):
+    if isinstance(dim, Tensor):
+        return maximum(x, dim)
+    if dim is None:
+        return apply(P.amax, x, grad_name="MaxBackward1", dims=None, keepdim=False)
+    values = apply(P.amax, x, grad_name="MaxBackward0", dims=(dim,), keepdim=keepdim)
+    return _MinMax(values, argmax(x, dim, keepdim))
+
+
+def min(x, dim=None, keepdim=False):
+    if isinstance(dim, Tensor):
+        return minimum(x, dim)
+    if dim is None:
+        return apply(P.amin, x, grad_name="MinBackward1", dims=None, keepdim=False)
+    values = apply(P.amin, x, grad_name="MinBackward0", dims=(dim,), keepdim=keepdim)
+    return _MinMax(values, argmin(x, dim, keepdim))
+
+
+@composite("SoftmaxBackward0")
+def softmax(x, dim, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    # subtracting the row max keeps exp in range; softmax is shift-invariant, so the
+    # max is a constant for the derivative
+    e = exp(sub(x, amax(x, dim, keepdim=True).detach()))
+    return div(e, sum(e, dim, keepdim=True))
+
+
+@composite("LogSoftmaxBackward0")
+def log_softmax(x, dim, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    shifted = sub(x, amax(x, dim, keepdim=True).detach())
+    return sub(shifted, log(sum(exp(shifted), dim, keepdim=True)))
+
+
+@composite("LogsumexpBackward0")
+def logsumexp(x, dim, keepdim=False):
+    m = amax(x, dim, keepdim=True).detach()
+    r = add(log(sum(exp(sub(x, m)), dim, keepdim=True)), m)
+    return r if keepdim else squeeze(r, dim)
+
+
+def _norm(x, p=2, dim=None, keepdim=False):
+    check(p == 2 or p == "fro", lambda: f"norm: only p=2 is supported, got p={p!r}")
+    return sqrt(sum(mul(x, x), dim, keepdim))
+
+
+_norm_node = composite("LinalgVectorNormBackward0")(_norm)
+
+
+def norm(x, p=2, dim=None, keepdim=False):
+    return _norm_node(x, p, dim, keepdim)
+
+
+# --------------------------------------------------------------------------- movement
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _infer_shape(x, shape):
+    shape = [int(s) for s in shape]
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        check(shape.count(-1) == 1, lambda: "reshape: only one dimension can be inferred")
+        n = x.numel()
+        check(known != 0 and n % known == 0,
+              lambda: f"reshape: shape '{list(shape)}' is invalid for input of size {n}")
+        shape[shape.index(-1)] = n // known
+    return tuple(shape)
+
+
+def reshape(x, *shape, grad_name=None):
+    shape = _infer_shape(x, _shape_arg(shape))
+    if tuple(x.shape) == shape and grad_name is None:
+        return apply(P.reshape, x, shape=shape)
+    return apply(P.reshape, x, grad_name=grad_name, shape=shape)
+
+
+def view(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], torch.dtype):
+        raise TypeError("view(dtype) is not supported; use .to(dtype)")
+    return reshape(x, *shape)
+
+
+def view_as(x, other):
+    return reshape(x, other.shape)
+
+
+def reshape_as(x, other):
+    return reshape(x, other.shape)
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    if x.dim() == 0:
+        return reshape(x, 1)
+    s, e = start_dim % x.dim(), end_dim % x.dim()
+    if s == e:
+        return x
+    shape = (*x.shape[:s], math.prod(x.shape[s:e + 1]), *x.shape[e + 1:])
+    return reshape(x, shape)
+
+
+def squeeze(x, dim=None):
+    if dim is None:
+        shape = [s for s in x.shape if s != 1]
+        return apply(P.reshape, x, grad_name="SqueezeBackward0", shape=tuple(shape))
+    dims = normalize_dims("squeeze", _dims_arg(dim), x.dim())
+    shape = [s for i, s in enumerate(x.shape) if not (i in dims and s == 1)]
+    name = "SqueezeBackward1" if isinstance(dim, int) else "SqueezeBackward2"
+    return apply(P.reshape, x, grad_name=name, shape=tuple(shape))
+
+
+def unsqueeze(x, dim):
+    nd = x.dim() + 1
+    check(-nd <= dim < nd, lambda: f"unsqueeze: Dimension out of range (expected to be in "
+          f"range of [{-nd}, {nd - 1}], but got {dim})", IndexError)
+    dim %= nd
+    shape = (*x.shape[:dim], 1, *x.shape[dim:])
+    return apply(P.reshape, x, grad_name="UnsqueezeBackward0", shape=shape)
+
+
+def permute(x, *dims):
+    dims = tuple(d % x.dim() if x.dim() else d for d in _shape_arg(dims))
+    return apply(P.permute, x, dims=dims)
+
+
+def transpose(x, dim0, dim1, *, grad_name="TransposeBackward0"):
+    nd = x.dim()
+    if nd < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+        return apply(P.reshape, x, grad_name=grad_name, shape=tuple(x.shape))
+    dims = list(range(nd))
+    d0, d1 = dim0 % nd, dim1 % nd
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return apply(P.permute, x, grad_name=grad_name, dims=tuple(dims))
+
+
+swapaxes = transpose
+
+
+def t(x):
+    check(x.dim() <= 2, lambda: f"t() expects a tensor with <= 2 dimensions, but self is "
+          f"{x.dim()}D")
+    return transpose(x, 0, -1, grad_name="TBackward0") if x.dim() == 2 else \
+        apply(P.reshape, x, grad_name="TBackward0", shape=tuple(x.shape))
+
+
+def expand(x, *sizes):
+    sizes = _shape_arg(sizes)
+    lead = len(sizes) - x.dim()
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    return apply(P.expand, x, shape=shape)
+
+
+def expand_as(x, other):
+    return expand(x, other.shape)
+
+
+def broadcast_to(x, shape):
+    return expand(x, shape)
+
+
+def slice(x, dim, start, stop, step=1):
+    return apply(P.slice_, x, dim=dim, start=start, stop=stop, step=step)
+
+
+def unslice(g, shape, dim, start, stop, step=1):
+    return apply(P.unslice, g, shape=tuple(shape), dim=dim, start=start, stop=stop, step=step)
+
+
+def select(x, dim, index):
+    n = x.dim()
+    check(n > 0, lambda: "select() cannot be applied to a 0-dim tensor.", IndexError)
+    dim %= n
+    size = x.shape[dim]
+    check(-size <= index < size, lambda: f"index {index} is out of bounds for dimension "
+          f"{dim} with size {size}", IndexError)
+    return apply(P.select, x, dim=dim, index=index % size)
+
+
+def getitem(x, idx):
+    """Basic indexing: ints, slices, None and Ellipsis (views, as in PyTorch)."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    if _any(isinstance(i, (Tensor, torch.Tensor, list)) for i in idx):
+        return _advanced_index(x, idx)
+    n_real = _sum(1 for i in idx if i is not None and i is not Ellipsis)
+    check(n_real <= x.dim(), lambda: f"too many indices for tensor of dimension {x.dim()}",
+          IndexError)
+    out, dim, seen_ellipsis = x, 0, False
+    for i in idx:
+        if i is Ellipsis:
+            check(not seen_ellipsis, lambda: "an index can only have a single ellipsis ('...')",
+                  IndexError)
+            seen_ellipsis = True
+            dim += x.dim() - n_real
+        elif i is None:
+            out = unsqueeze(out, dim)
+            dim += 1
+        elif isinstance(i, bool):
+            raise IndexError("fusegrad: boolean scalar indices are not supported")
+        elif isinstance(i, int):
+            out = select(out, dim, i)
+        elif isinstance(i, _builtin_slice):
+            size = out.shape[dim]
+            start, stop, step = i.indices(size)
+            check(step > 0, lambda: "step must be greater than zero", ValueError)
+            if not (start == 0 and stop >= size and step == 1):
+                out = slice(out, dim, start, builtins.max(start, stop), step)
+            dim += 1
+        else:
+            raise IndexError(f"fusegrad: unsupported index of type {type(i).__name__}; "
+                             "only ints, slices, None, Ellipsis and index tensors are allowed")
+    if out is x:
+        out = apply(P.reshape, x, grad_name="AliasBackward0", shape=tuple(x.shape))
+    return out
+
+
+
+def _advanced_index(x, idx):
+    # gathers by index tensors are data-dependent: eager only, and not differentiable
+    check(not x.requires_grad or not _mode.enabled, lambda: "indexing with tensors is not "
+          "differentiable in fusegrad; index a detached tensor or use basic slicing")
+    if trace_state.tracer is not None:
+        trace_state.tracer.graph_break("indexing with a tensor", x)
+    key = tuple(i._data if isinstance(i, Tensor) else i for i in idx)
+    return Tensor._make(x._data[key])
+
+
+def setitem(x, idx, value):
+    if isinstance(value, Tensor) and value.requires_grad and _mode.enabled:
+        raise RuntimeError("__setitem__ with a value that requires grad is not supported")
+    from fusegrad.tensor import _check_inplace
+
+    _check_inplace(x)
+    if x.requires_grad and _mode.enabled:
+        raise RuntimeError(
+            "__setitem__ on a tensor that requires grad is not supported; use torch.where or "
+            "do it under no_grad()")
+    if trace_state.tracer is not None:
+        trace_state.tracer.graph_break("Tensor.__setitem__", x)
+    key = idx._data if isinstance(idx, Tensor) else idx
+    if isinstance(key, tuple):
+        key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
+    x._data[key] = value._data if isinstance(value, Tensor) else value
+    x._vc[0] += 1
+
+
+def cat(tensors, dim=0):
+    tensors = [_t(x) for x in tensors]
+    check(len(tensors) > 0, lambda: "cat(): expected a non-empty list of Tensors")
+    nd = tensors[0].dim()
+    dim = dim % nd if nd else 0
+    return apply(P.cat, *tensors, dim=dim)
+
+
+concat = concatenate = cat
+
+
+@composite("StackBackward0")
+def _stack(*tensors, dim=0):
+    return cat([unsqueeze(x, dim) for x in tensors], dim)
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    check(len(tensors) > 0, lambda: "stack expects a non-empty TensorList")
+    shapes = {tuple(x.shape) for x in tensors}
+    check(len(shapes) == 1, lambda: f"stack expects each tensor to be equal size, but got "
+          f"{list(tensors[0].shape)} at entry 0 and {list(tensors[1].shape)} at entry 1")
+    return _stack(*tensors, dim=dim % (tensors[0].dim() + 1))
+
+
+# --------------------------------------------------------------------------- matmul
+
+
+def _mm(a, b, grad_name="MmBackward0"):
+    return apply(P.matmul, a, b, grad_name=grad_name)
+
+
+@composite("MvBackward0")
+def _mv(a, v):
+    return reshape(_mm(a, unsqueeze(v, 1)), (a.shape[0],))
+
+
+@composite("DotBackward0")
+def _dot(a, b):
+    return reshape(_mm(unsqueeze(a, 0), unsqueeze(b, 1)), ())
+
+
+def matmul(a, b):
+    """``a @ b`` with PyTorch's rules for 1-D and batched operands."""
+    check(isinstance(a, Tensor) and isinstance(b, Tensor),
+          lambda: "matmul: expected both operands to be Tensors")
+    da, db = a.dim(), b.dim()
+    check(da > 0 and db > 0, lambda: f"both arguments to matmul need to be at least 1D, but "
+          f"they are {da}D and {db}D")
+    if da == 1 and db == 1:
+        check(a.shape[0] == b.shape[0], lambda: f"inconsistent tensor size, expected tensor "
+              f"[{a.shape[0]}] and src [{b.shape[0]}] to have the same number of elements, but "
+              f"got {a.shape[0]} and {b.shape[0]} elements respectively")
+        return _dot(a, b)
+    if da == 2 and db == 1:
+        check(a.shape[1] == b.shape[0], lambda: f"size mismatch, got input ({a.shape[0]}), "
+              f"mat ({a.shape[0]}x{a.shape[1]}), vec ({b.shape[0]})")
+        return _mv(a, b)
+    if da == 1:
+        out = _mm(unsqueeze(a, 0), b) if db == 2 else matmul(unsqueeze(a, 0), b)
+        return squeeze(out, -2) if db > 2 else apply(
+            P.reshape, out, grad_name="SqueezeBackward4", shape=tuple(out.shape[1:]))
+    if db == 1:
+        return squeeze(matmul(a, unsqueeze(b, -1)), -1)
+    if da == 2 and db == 2:
+        return _mm(a, b)
+    if db == 2:  # fold the batch into rows: one large mm, as PyTorch does
+        flat = reshape(a, (-1, a.shape[-1]))
+        out = _mm(flat, b)
+        return reshape(out, (*a.shape[:-1], b.shape[-1]), grad_name="UnsafeViewBackward0")
+    return apply(P.matmul, a, b, grad_name="BmmBackward0")
+
+
+def mm(a, b):
+    check(a.dim() == 2, lambda: "mm: self must be a matrix")
+    check(b.dim() == 2, lambda: "mm: mat2 must be a matrix")
+    return _mm(a, b)
+
+
+def bmm(a, b):
+    check(a.dim() == 3 and b.dim() == 3, lambda: f"bmm: batch1 and batch2 must be 3D tensors, "
+          f"got {a.dim()}D and {b.dim()}D")
+    return apply(P.matmul, a, b, grad_name="BmmBackward0")
+
+
+def dot(a, b):
+    return _dot(a, b)
+
+
+def mv(a, v):
+    return _mv(a, v)
+
+
+@composite("AddmmBackward0")
+def addmm(bias, a, b, *, beta=1, alpha=1):
+    out = _mm(a, b)
+    if alpha != 1:
+        out = mul(out, alpha)
+    return add(out, bias if beta == 1 else mul(bias, beta))
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def _dtype(dtype):
+    return dtype if dtype is not None else torch.get_default_dtype()
+
+
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    size = _shape_arg(size if isinstance(size, (tuple, list, torch.Size)) else (size,))
+    if dtype is None:
+        dtype = torch.tensor(fill_value).dtype if not isinstance(fill_value, float) \
+            else torch.get_default_dtype()
+        if isinstance(fill_value, float):
+            dtype = torch.get_default_dtype()
+    out = apply(P.full, shape=tuple(size), value=fill_value, dtype=dtype,
+                device=torch.device(device or "cpu"))
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return full(_shape_arg(size), 0, dtype=_dtype(dtype), device=device,
+                requires_grad=requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return full(_shape_arg(size), 1, dtype=_dtype(dtype), device=device,
+                requires_grad=requires_grad)
+
+
+def full_like(x, fill_value, *, dtype=None, device=None, requires_grad=False):
+    return full(tuple(x.shape), fill_value, dtype=dtype or x.dtype,
+                device=device or x.device, requires_grad=requires_grad)
+
+
+def zeros_like(x, *, dtype=None, device=None, requires_grad=False):
+    return full_like(x, 0, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(x, *, dtype=None, device=None, requires_grad=False):
+    return full_like(x, 1, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def iota(shape, dim, *, dtype=torch.int64, device="cpu"):
+    """Indices along ``dim`` broadcast to ``shape`` (for one-hot masks inside a graph)."""
+    n = shape[dim]
+    view = [1] * len(shape)
+    view[dim] = n
+    r = Tensor._make(torch.arange(n, dtype=dtype, device=device).reshape(view))
+    return expand(r, shape)
+
+
+# --------------------------------------------------------------------------- in-place
+
+
+def _inplace_binary(prim):
+    def op(self, other, *, alpha=1):
+        other = _t(other)
+        if alpha != 1:
+            other = mul(other, alpha)
+        return apply_inplace(prim, self, other)
+
+    op.__name__ = prim.name + "_"
+    return op
+
+
+add_ = _inplace_binary(P.add)
+sub_ = _inplace_binary(P.sub)
+mul_ = _inplace_binary(P.mul)
+div_ = _inplace_binary(P.div)
+
+
+def pow_(self, exponent):
+    return apply_inplace(P.pow_, self, exponent)
+
+
+def clamp_(self, min=None, max=None):
+    return apply_inplace(P.clamp, self, lo=min, hi=max)
+
+
+def _inplace_unary(prim):
+    def op(self):
+        return apply_inplace(prim, self)
+
+    op.__name__ = prim.name + "_"
+    return op
+
+
+exp_ = _inplace_unary(P.exp)
+neg_ = _inplace_unary(P.neg)
+relu_ = _inplace_unary(P.relu)
+sigmoid_ = _inplace_unary(P.sigmoid)
+tanh_ = _inplace_unary(P.tanh)
+sqrt_ = _inplace_unary(P.sqrt)
+
+
+def fill_(self, value):
+    from fusegrad.tensor import _check_inplace
+
+    _check_inplace(self)
+    if trace_state.tracer is None and not (self.requires_grad and _mode.enabled):
+        self._data.fill_(value._data if isinstance(value, Tensor) else value)
+        self._vc[0] += 1
+        return self
+    return _write(self, full_like(self, value) if isinstance(value, Scalar)
+                  else expand(cast(value, self.dtype), self.shape))
+
+
+def zero_(self):
+    return fill_(self, 0)
+
+
+def copy_(self, src, non_blocking=False):
+    from fusegrad.tensor import _check_inplace
+
+    _check_inplace(self)
+    src = _t(src)
+    if trace_state.tracer is None and not (_mode.enabled and (self.requires_grad or (
+            isinstance(src, Tensor) and src.requires_grad))):
+        self._data.copy_(src._data if isinstance(src, Tensor) else src)
+        self._vc[0] += 1
+        return self
+    value = expand(cast(src, self.dtype), self.shape)
+    if tuple(value.shape) == tuple(self.shape) and value is src:
+        value = clone(value)
+    return _write(self, value)
+
+
+def _write(self, value):
+    """Make ``value`` the new content of ``self`` (functional form of an in-place write)."""
+    if trace_state.tracer is not None:
+        trace_state.tracer.write(self, value)
+        self._vc[0] += 1
+        return self
+    self._data.copy_(value._data)
+    self._vc[0] += 1
+    if value.grad_fn is not None and _mode.enabled:
+        self.grad_fn, self._output_nr = value.grad_fn, value._output_nr
+    return self
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def to(x, *args, **kwargs):
+    dtype = kwargs.get("dtype")
+    device = kwargs.get("device")
+    for a in args:
+        if isinstance(a, torch.dtype):
+            dtype = a
+        elif isinstance(a, (str, torch.device)):
+            device = torch.device(a)
+        elif isinstance(a, Tensor):
+            dtype, device = a.dtype, a.device
+    out = x
+    if device is not None and torch.device(device) != x.device:
+        check(not (x.requires_grad and _mode.enabled),
+              lambda: "to(device): moving a tensor that requires grad across devices is not "
+              "differentiable in fusegrad; move leaves before building the graph")
+        out = Tensor._make(x._data.to(device))
+    if dtype is not None and dtype != out.dtype:
+        out = cast(out, dtype)
+    return out
+
+
+def _caster(dtype):
+    def op(x, memory_format=None):
+        return cast(x, dtype)
+
+    return op
+
+
+def type_as(x, other):
+    return cast(x, other.dtype)
+
+
+def contiguous(x, memory_format=None):
+    return x
+
+
+def detach(x):
+    return x.detach()
+
+
+def numel(x):
+    return x.numel()
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    return torch.allclose(_data(a), _data(b), rtol, atol, equal_nan)
+
+
+def equal(a, b):
+    return torch.equal(_data(a), _data(b))
+
+
+def _data(x):
+    return x._data if isinstance(x, Tensor) else torch.as_tensor(x)
+
+
+def all(x, dim=None):
+    return Tensor._make(x._concrete("Tensor.all()").all() if dim is None else x._data.all(dim))
+
+
+def any(x, dim=None):
+    return Tensor._make(x._concrete("Tensor.any()").any() if dim is None else x._data.any(dim))
+
+
+def logical_not(x):
+    return eq(x, False) if x.dtype == torch.bool else eq(x, 0)
+
+
+def logical_or(a, b):
+    return ne(add(cast(a, torch.int64), cast(b, torch.int64)), 0)
+
+
+# --------------------------------------------------------------------------- Tensor methods
+
+_METHODS = dict(
+    neg=neg, negative=neg, exp=exp, log=log, sqrt=sqrt, abs=abs, sin=sin, cos=cos, tanh=tanh,
+    sigmoid=sigmoid, relu=relu, sign=sign, clone=clone, add=add, sub=sub, subtract=sub,
+    mul=mul, multiply=mul, div=div, divide=div, true_divide=div, pow=pow, square=square,
+    maximum=maximum, minimum=minimum, eq=eq, ne=ne, lt=lt, le=le, gt=gt, ge=ge,
+    logical_and=logical_and, logical_or=logical_or, logical_not=logical_not, where=None,
+    clamp=clamp, clip=clamp, clamp_min=clamp_min, clamp_max=clamp_max, sum=sum, mean=mean,
+    amax=amax, amin=amin, max=max, min=min, argmax=argmax, argmin=argmin, softmax=softmax,
+    log_softmax=log_softmax, logsumexp=logsumexp, norm=norm, reshape=reshape, view=view,
+    view_as=view_as, reshape_as=reshape_as, flatten=flatten, squeeze=squeeze,
+    unsqueeze=unsqueeze, permute=permute, transpose=transpose, swapaxes=transpose, t=t,
+    expand=expand, expand_as=expand_as, broadcast_to=broadcast_to, matmul=matmul, mm=mm,
+    bmm=bmm, dot=dot, mv=mv, add_=add_, sub_=sub_, mul_=mul_, div_=div_, pow_=pow_,
+    clamp_=clamp_, exp_=exp_, neg_=neg_, relu_=relu_, sigmoid_=sigmoid_, tanh_=tanh_,
+    sqrt_=sqrt_, fill_=fill_, zero_=zero_, copy_=copy_, to=to, type_as=type_as,
+    contiguous=contiguous, float=_caster(torch.float32), double=_caster(torch.float64),
+    half=_caster(torch.float16), bfloat16=_caster(torch.bfloat16), long=_caster(torch.int64),
+    int=_caster(torch.int32), bool=_caster(torch.bool), all=all, any=any,
+    __getitem__=getitem, __setitem__=setitem,
+)
+
+
+def _where_method(self, condition, y):
+    return where(condition, self, y)
+
+
+_METHODS["where"] = _where_method
+
+
+def _cpu(self):
+    return to(self, "cpu")
+
+
+def _cuda(self, device=None):
+    return to(self, device or "cuda")
+
+
+def _new_factory(fn):
+    def method(self, *size, dtype=None, device=None, requires_grad=False):
+        return fn(*size, dtype=dtype or self.dtype, device=device or self.device,
+                  requires_grad=requires_grad)
+
+    return method
+
+
+def _bind_methods():
+    for name, fn in _METHODS.items():
+        setattr(Tensor, name, fn)
+    Tensor.cpu = _cpu
+    Tensor.cuda = _cuda
+    Tensor.new_zeros = _new_factory(zeros)
+    Tensor.new_ones = _new_factory(ones)
+    Tensor.T = property(lambda self: permute(self, *reversed(range(self.dim()))))
+    Tensor.mT = property(lambda self: transpose(self, -2, -1))
+    ops = {
+        "__add__": add, "__radd__": lambda s, o: add(s, o), "__sub__": sub,
+        "__rsub__": lambda s, o: sub(o, s), "__mul__": mul, "__rmul__": lambda s, o: mul(s, o),
+        "__truediv__": div, "__rtruediv__": lambda s, o: div(o, s), "__pow__": pow,
+        "__rpow__": lambda s, o: pow(o, s), "__matmul__": matmul,
+        "__rmatmul__": lambda s, o: matmul(o, s), "__neg__": neg, "__abs__": abs,
+        "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
+        "__and__": logical_and, "__or__": logical_or, "__invert__": logical_not,
+        "__iadd__": add_, "__isub__": sub_, "__imul__": mul_, "__itruediv__": div_,
+    }
+    for name, fn in ops.items():
+        setattr(Tensor, name, fn)
+    Tensor.__hash__ = lambda self: id(self)
+
+
+_bind_methods()

@@ -1,0 +1,519 @@
+"""``fusegrad.Tensor``: a ``torch.Tensor`` storage (or, while tracing, a symbolic value)
+plus fusegrad's own autograd state.
+
+Every op goes through :func:`apply`, the one bridge between the primitive table, the
+tracer and the autograd engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+
+import torch
+
+from fusegrad.autograd import grad_mode
+from fusegrad.autograd.node import AccumulateGrad, Node, SavedTensor, node_class
+from fusegrad.primitives import Scalar, aval_of, is_float
+
+_mode = grad_mode._mode
+
+
+class _Trace(threading.local):
+    def __init__(self):
+        self.tracer = None  # fusegrad.compiler.tracer.Tracer while a trace runs
+
+
+trace_state = _Trace()
+_profile = [None]  # the active autograd.profiler.profile, if any
+
+
+def apply(prim, *args, grad_name=None, scalar_edges=True, **params):
+    """Run primitive ``prim`` on tensors/numbers ``args`` and record it for autograd."""
+    tracer = trace_state.tracer
+    if tracer is not None:
+        data = tracer.record(prim, args, params)
+    else:
+        datas = [a._data if isinstance(a, Tensor) else a for a in args]
+        prof = _profile[0]
+        if prof is not None:
+            data = prof.run(prim, datas, params)
+        else:
+            try:
+                data = prim.impl(*datas, **params)
+            except (RuntimeError, IndexError, TypeError, ValueError) as e:
+                raise_op_error(prim, datas, params, e)
+    out = Tensor._make(data)
+    if prim.kind == "movement" and tracer is None and prim.name not in ("cat", "unslice"):
+        src = args[0]
+        if data.untyped_storage().data_ptr() == src._data.untyped_storage().data_ptr():
+            out._vc = src._vc  # a view shares its base's version counter
+            out._base = src if src._base is None else src._base
+    if _mode.enabled and prim.vjp is not None:
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        if True in needs:
+            record_node(prim, args, params, out, needs, grad_name, scalar_edges)
+    elif _mode.inference:
+        out._inference = True
+    return out
+
+
+def raise_op_error(prim, datas, params, err):
+    """Re-raise an ATen failure as the primitive's own clear error when its meta rule has one."""
+    prim.meta(*datas, **params)  # raises the op's message (op name, shapes, dtypes)
+    raise type(err)(f"{prim.name}: {err}") from err
+
+
+def record_node(prim, args, params, out, needs, grad_name=None, scalar_edges=True):
+    from fusegrad.autograd.engine import gradient_edge
+
+    cls = node_class(grad_name or prim.grad_name)
+    node = cls.__new__(cls)
+    keep = [i for i, a in enumerate(args) if scalar_edges or isinstance(a, Tensor)]
+    Node.__init__(node, [
+        gradient_edge(args[i]) if isinstance(args[i], Tensor) and needs[i] else (None, 0)
+        for i in keep
+    ])
+    node.prim = prim
+    node.params = params
+    node.avals = [aval_of(a) for a in args]
+    node.needs_input_grad = needs
+    saves = prim.saves
+    for i in saves:
+        if i != "out" and isinstance(args[i], Tensor) and args[i]._inference:
+            raise RuntimeError(INFERENCE_SAVE)
+    node._saved = [
+        (SavedTensor(a) if i in saves else None) if isinstance(a, Tensor) else a
+        for i, a in enumerate(args)
+    ]
+    node._freed = False
+    node.metadata["out_shape"] = out.shape
+    node.metadata["out_dtype"] = out.dtype
+    if len(keep) != len(args):
+        node.metadata["keep"] = keep
+    out.grad_fn = node
+    node._out = SavedTensor(out, node) if "out" in saves else None
+    return node
+
+
+INFERENCE_SAVE = (
+    "Inference tensors cannot be saved for backward. Please do not use Tensors created in "
+    "inference mode in computation tracked by autograd. To work around this, you can make a "
+    "clone to get a normal tensor and use it in autograd, or use `torch.no_grad()` instead of "
+    "`torch.inference_mode()`.")
+
+
+class Tensor:
+    """A tensor with PyTorch's autograd semantics, backed by a ``torch.Tensor``."""
+
+    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_output_nr", "_vc", "_base",
+                 "_hooks", "_post_acc_hooks", "_accumulator", "_inference", "__dict__",
+                 "__weakref__")
+
+    def __init__(self, data=None, *, requires_grad=False):
+        # ``fusegrad.Tensor(data)`` works like ``fusegrad.tensor(data)``
+        if data is None:
+            data = torch.empty(0)
+        elif isinstance(data, Tensor):
+            data = data._data
+        elif not isinstance(data, torch.Tensor):
+            data = torch.tensor(data)
+        Tensor._init(self, data)
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @staticmethod
+    def _init(t, data, grad_fn=None, output_nr=0, vc=None):
+        t._data = data
+        t._requires_grad = False
+        t._grad = None
+        t.grad_fn = grad_fn
+        t._output_nr = output_nr
+        t._vc = vc if vc is not None else [0]
+        t._base = None
+        t._hooks = None
+        t._post_acc_hooks = None
+        t._accumulator = None
+        t._inference = False
+
+    @classmethod
+    def _make(cls, data, grad_fn=None, output_nr=0, vc=None):
+        t = object.__new__(cls)
+        Tensor._init(t, data, grad_fn, output_nr, vc)
+        return t
+
+    # ------------------------------------------------------------------ autograd state
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad or self.grad_fn is not None
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        self.requires_grad_(value)
+
+    def requires_grad_(self, requires_grad=True):
+        if self.grad_fn is not None:
+            if requires_grad:
+                return self
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use "
+                "a computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach().")
+        if requires_grad and not is_float(self.dtype):
+            raise RuntimeError(
+                "Only Tensors of floating point and complex dtype can require gradients")
+        self._requires_grad = bool(requires_grad)
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def grad(self):
+        if self.grad_fn is not None and not self._retains_grad():
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. "
+                "Its .grad attribute won't be populated during autograd.backward(). If you "
+                "indeed want the .grad field to be populated for a non-leaf Tensor, use "
+                ".retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
+                "mistake, make sure you access the leaf Tensor instead.", UserWarning,
+                stacklevel=2)
+        tracer = trace_state.tracer
+        if tracer is not None:
+            return tracer.read_grad(self)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"assigned grad expected to be a Tensor or None but got grad of type "
+                    f"{type(value).__name__}")
+            if value.dtype != self.dtype:
+                raise RuntimeError(
+                    "attempting to assign a gradient with dtype "
+                    f"'{value.dtype}' to a tensor with dtype '{self.dtype}'. Please ensure "
+                    "that the gradient and the tensor have the same dtype")
+            if value.shape != self.shape:
+                raise RuntimeError(
+                    f"assigned grad has data of a different size: expected "
+                    f"{list(self.shape)}, got {list(value.shape)}")
+        tracer = trace_state.tracer
+        if tracer is not None:
+            tracer.write_grad(self, value)
+        else:
+            self._grad = value
+
+    def _retains_grad(self):
+        node = self.grad_fn
+        return bool(node is not None and node._retains and self._output_nr in node._retains)
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad()
+
+    def retain_grad(self):
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.grad_fn is None:
+            return  # leaves always keep their .grad
+        node = self.grad_fn
+        if node._retains is None:
+            node._retains = {}
+        node._retains[self._output_nr] = weakref.ref(self)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` whenever a gradient for this tensor is computed."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                "cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            node = self.grad_fn
+            if node._tensor_hooks is None:
+                node._tensor_hooks = {}
+            lst = node._tensor_hooks.setdefault(self._output_nr, [])
+        else:
+            if self._hooks is None:
+                self._hooks = []
+            lst = self._hooks
+        lst.append(hook)
+        from fusegrad.autograd.node import _Handle
+
+        return _Handle(lst, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if self._post_acc_hooks is None:
+            self._post_acc_hooks = []
+        self._post_acc_hooks.append(hook)
+        from fusegrad.autograd.node import _Handle
+
+        return _Handle(self._post_acc_hooks, hook)
+
+    def _get_accumulator(self):
+        acc = self._accumulator() if self._accumulator is not None else None
+        if acc is None:
+            acc = AccumulateGrad(self)
+            self._accumulator = weakref.ref(acc)
+        return acc
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from fusegrad.autograd import backward
+
+        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    def detach(self):
+        t = Tensor._make(self._data, vc=self._vc)
+        t._inference = self._inference
+        return t
+
+    def detach_(self):
+        if self._base is not None and self._base.requires_grad:
+            raise RuntimeError(
+                "Can't detach views in-place. Use detach() instead. If you are using "
+                "DistributedDataParallel (DDP) for training, and gradient_as_bucket_view is "
+                "set as True, gradients are views of DDP buckets, and hence detach_() cannot "
+                "be called on these gradients. To fix this error, please refer to the "
+                "Optimizer.zero_grad() function in torch/optim/optimizer.py as the solution.")
+        self.grad_fn = None
+        self._output_nr = 0
+        self._requires_grad = False
+        return self
+
+    def _detached_copy(self):
+        return Tensor._make(self._data.clone())
+
+    @property
+    def data(self):
+        return Tensor._make(self._data)
+
+    @data.setter
+    def data(self, value):
+        self._data = value._data if isinstance(value, Tensor) else value
+
+    @property
+    def _version(self) -> int:
+        if self._inference:
+            raise RuntimeError("Inference tensors do not track version counter.")
+        return self._vc[0]
+
+    def is_inference(self) -> bool:
+        return self._inference
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def shape(self) -> torch.Size:
+        return self._data.shape
+
+    def size(self, dim=None):
+        return self._data.shape if dim is None else self._data.shape[dim]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._data.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._data.device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def ndim(self) -> int:
+        return len(self._data.shape)
+
+    def dim(self) -> int:
+        return len(self._data.shape)
+
+    def numel(self) -> int:
+        n = 1
+        for s in self._data.shape:
+            n *= s
+        return n
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self._data.element_size()
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def is_contiguous(self) -> bool:
+        return self._data.is_contiguous()
+
+    def __len__(self):
+        if self.dim() == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # ------------------------------------------------------------------ values in Python
+    # These need the tensor's value; under a trace they are graph breaks.
+
+    def _concrete(self, what):
+        tracer = trace_state.tracer
+        if tracer is not None:
+            tracer.graph_break(what, self)
+        return self._data
+
+    def item(self):
+        data = self._concrete("Tensor.item()")
+        if data.numel() != 1:
+            raise RuntimeError(
+                f"a Tensor with {data.numel()} elements cannot be converted to Scalar")
+        return data.item()
+
+    def tolist(self):
+        return self._concrete("Tensor.tolist()").tolist()
+
+    def numpy(self, *, force=False):
+        if self.requires_grad and not force:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use "
+                "tensor.detach().numpy() instead.")
+        return self._concrete("Tensor.numpy()").numpy()
+
+    def __bool__(self):
+        data = self._concrete("bool(Tensor)")
+        if data.numel() != 1:
+            raise RuntimeError(
+                f"Boolean value of Tensor with more than one value is ambiguous")
+        return bool(data)
+
+    def __float__(self):
+        return float(self._concrete("float(Tensor)"))
+
+    def __int__(self):
+        return int(self._concrete("int(Tensor)"))
+
+    def __index__(self):
+        return self._concrete("Tensor.__index__()").__index__()
+
+    def __format__(self, spec):
+        if self.dim() == 0 and spec:
+            return self.item().__format__(spec)
+        return object.__format__(self, spec) if spec else str(self)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._concrete("numpy.asarray(Tensor)").numpy()
+        return a.astype(dtype) if dtype is not None else a
+
+    def __hash__(self):
+        return id(self)
+
+    def __iter__(self):
+        if self.dim() == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __repr__(self, *, tensor_contents=None):
+        tracer = trace_state.tracer
+        if tracer is not None and not isinstance(self._data, torch.Tensor):
+            return f"Tensor(symbolic {self._data})"
+        body = repr(self._data)
+        if self.grad_fn is not None:
+            suffix = f"grad_fn=<{self.grad_fn.name()}>"
+        elif self.requires_grad:
+            suffix = "requires_grad=True"
+        else:
+            return body
+        return _add_suffix(body, suffix)
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol):
+        return (_rebuild, (self._data, self._requires_grad, type(self)))
+
+    def __deepcopy__(self, memo):
+        if not self.is_leaf:
+            raise RuntimeError(
+                "Only Tensors created explicitly by the user (graph leaves) support the "
+                "deepcopy protocol at the moment.")
+        t = type(self)._make(self._data.clone())
+        t._requires_grad = self._requires_grad
+        if self._grad is not None:
+            t._grad = Tensor._make(self._grad._data.clone())
+        memo[id(self)] = t
+        return t
+
+
+def _rebuild(data, requires_grad, cls=Tensor):
+    t = cls._make(data)
+    t._requires_grad = requires_grad
+    return t
+
+
+def _add_suffix(body, suffix):
+    # PyTorch's placement rule (torch._tensor_str._add_suffixes): wrap when the line is full
+    linewidth = torch._tensor_str.PRINT_OPTS.linewidth
+    head = body[:-1]
+    last_line_len = len(head) - head.rfind("\n") + 1
+    if last_line_len + len(suffix) + 2 > linewidth:
+        return head + ",\n" + " " * 7 + suffix + ")"
+    return head + ", " + suffix + ")"
+
+
+def is_tensor(x) -> bool:
+    return isinstance(x, Tensor)
+
+
+def _check_inplace(t):
+    if _mode.enabled and t.grad_fn is None and t._requires_grad:
+        raise RuntimeError(
+            "a leaf Variable that requires grad is being used in an in-place operation.")
+    if t._inference and not _mode.inference:
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed.You can "
+            "make a clone to get a normal tensor before doing inplace update.See "
+            "https://github.com/pytorch/rfcs/pull/17 for more details.")
+
+
+def apply_inplace(prim, t, *args, grad_name=None, **params):
+    """Run ``prim`` and write the result into ``t``: the version bumps and, when autograd
+    records it, ``t``'s history continues from the new node."""
+    _check_inplace(t)
+    tracer = trace_state.tracer
+    if tracer is not None:
+        out = apply(prim, t, *args, grad_name=grad_name, **params)
+        tracer.write(t, out)
+    else:
+        needs_grad = _mode.enabled and prim.vjp is not None and any(
+            isinstance(a, Tensor) and a.requires_grad for a in (t, *args))
+        if not needs_grad and prim.inplace is not None and not params:
+            datas = [a._data if isinstance(a, Tensor) else a for a in args]
+            try:
+                getattr(t._data, prim.inplace)(*datas)
+            except (RuntimeError, IndexError, TypeError) as e:
+                raise_op_error(prim, [t._data, *datas], params, e)
+            t._vc[0] += 1
+            return t
+        if needs_grad and t._base is not None and t._base.requires_grad:
+            raise RuntimeError(
+                f"{prim.name}_: in-place operations on a view of a tensor that requires grad "
+                "are not supported; use the out-of-place op instead")
+        out = apply(prim, t, *args, grad_name=grad_name, **params)
+        if out.dtype != t.dtype:
+            raise RuntimeError(
+                f"result type {str(out.dtype).replace('torch.', '').capitalize()} can't be "
+                f"cast to the desired output type "
+                f"{str(t.dtype).replace('torch.', '').capitalize()}")
+        t._data.copy_(out._data)
+        if out.grad_fn is not None:
+            # the node's saved output must refer to t's storage and version
+            t.grad_fn, t._output_nr = out.grad_fn, 0
+            saved = out.grad_fn._out
+            if saved is not None:
+                saved.data, saved.vc = t._data, t._vc
+    t._vc[0] += 1
+    if trace_state.tracer is None and t.grad_fn is not None and t.grad_fn._out is not None:
+        t.grad_fn._out.version = t._vc[0]
+    return t
