@@ -517,3 +517,24 @@ def apply_inplace(prim, t, *args, grad_name=None, **params):
     if trace_state.tracer is None and t.grad_fn is not None and t.grad_fn._out is not None:
         t.grad_fn._out.version = t._vc[0]
     return t
+
+
+# --------------------------------------------------------------------------- compiler hooks
+# Stateful library code (optimizers) calls these so that a compiled step can lift its
+# Python numbers to graph inputs and write its state back after each replay.
+
+
+def scalar_input(container, key):
+    """``container[key]`` (a Python number); under a trace, a graph input read afresh on
+    every call, so that changing it (an optimizer's ``lr``) needs no retrace."""
+    tracer = trace_state.tracer
+    if tracer is None:
+        return container[key]
+    return tracer.lift_scalar(container, key)
+
+
+def note_stateful(obj):
+    """Tell a running trace that ``obj`` (an optimizer) may mutate its ``state`` dict."""
+    tracer = trace_state.tracer
+    if tracer is not None:
+        tracer.watch_stateful(obj)
