@@ -101,6 +101,11 @@ def broadcast_shapes(op: str, a, b) -> torch.Size:
 
 @functools.lru_cache(maxsize=4096)
 def _result_type_cached(ka, kb):
+    if ka[0] == kb[0] == "s":  # two Python numbers (lifted into a graph): Python's rules
+        if float in (ka[1], kb[1]):
+            return torch.float64
+        return torch.bool if ka[1] is kb[1] is bool else torch.int64
+
     def dummy(k):
         if k[0] == "t":
             return torch.empty((0,) if k[2] else (), dtype=k[1])
@@ -112,6 +117,8 @@ def _result_type_cached(ka, kb):
 def _ptype_key(x):
     if isinstance(x, Scalar):
         return ("s", type(x))
+    if getattr(x, "weak", False):  # a Python number lifted into a graph input
+        return ("s", float if x.dtype.is_floating_point else int)
     return ("t", x.dtype, len(x.shape) > 0)
 
 
@@ -121,7 +128,7 @@ def result_dtype(a, b) -> torch.dtype:
 
 
 def device_of(*xs) -> torch.device:
-    devs = {x.device for x in xs if not isinstance(x, Scalar)}
+    devs = {x.device for x in xs if not isinstance(x, Scalar) and not getattr(x, "weak", False)}
     return devs.pop() if len(devs) == 1 else _mixed_devices(devs)
 
 
@@ -400,7 +407,12 @@ def _vjp_pow(ctx, g):
     if _needs(ctx, 1):
         out = ctx.out
         # d/db a**b = a**b * log(a); defined as 0 where a == 0 and b >= 0, as in PyTorch
-        gb = F.where((a == 0) & (b >= 0), 0.0, g * (out * F.log(a)))
+        if isinstance(a, Scalar):  # 2.5 ** x
+            log_a = math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
+            gb = g * (out * log_a)
+            gb = F.where(b >= 0, 0.0, gb) if a == 0 else gb
+        else:
+            gb = F.where((a == 0) & (b >= 0), 0.0, g * (out * F.log(a)))
     return _unbroadcast(ctx, (ga, gb))
 
 

@@ -47,12 +47,15 @@ def accumulate_grad(t, g):
             g = r
     if g is None:
         return
-    old = t._grad
+    from fusegrad.tensor import trace_state
+
+    tracer = trace_state.tracer
+    old = t._grad if tracer is None else tracer.read_grad(t)
     if old is None:
         # own the buffer: the incoming gradient may alias another tensor's (add's vjp
-        # passes the same gradient to both inputs)
-        t._grad = g if g.requires_grad else g._detached_copy()
-    elif creating_graph() or g.requires_grad:
+        # passes the same gradient to both inputs); traced values are immutable SSA
+        t._grad = g if g.requires_grad else g._detached_copy() if tracer is None else g.detach()
+    elif creating_graph() or g.requires_grad or tracer is not None:
         t._grad = old + g
     else:
         old._data.add_(g._data)

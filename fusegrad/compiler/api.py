@@ -1,0 +1,255 @@
+"""``fusegrad.compile``: trace once per input signature, optimize, compile, replay."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import warnings
+
+import torch
+
+from fusegrad.autograd import grad_mode
+from fusegrad.compiler import guards as G
+from fusegrad.compiler import passes
+from fusegrad.compiler.ir import Graph
+from fusegrad.compiler.program import Program
+from fusegrad.compiler.tracer import GraphBreak, trace
+from fusegrad.tensor import Tensor
+
+DEFAULT_MAX_SIGNATURES = 8
+
+
+class RecompileLimitError(RuntimeError):
+    pass
+
+
+
+
+def debug_level() -> int:
+    try:
+        return int(os.environ.get("FUSEGRAD_DEBUG", "0"))
+    except ValueError:
+        return 0
+
+
+def _flatten(obj, leaves):
+    """Tensors of a (nested) argument structure, and a hashable description of the rest."""
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        return ("T",)
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__, tuple(_flatten(o, leaves) for o in obj))
+    if isinstance(obj, dict):
+        return ("dict", tuple((k, _flatten(v, leaves)) for k, v in obj.items()))
+    if isinstance(obj, (int, float, str, bool, type(None), torch.dtype, torch.device)):
+        return ("v", type(obj).__name__, obj)
+    return ("id", id(obj))
+
+
+def _unflatten(obj, it):
+    if isinstance(obj, Tensor):
+        return next(it)
+    if isinstance(obj, (list, tuple)):
+        items = [_unflatten(o, it) for o in obj]
+        if hasattr(obj, "_fields"):
+            return type(obj)(*items)
+        return type(obj)(items)
+    if isinstance(obj, dict):
+        return {k: _unflatten(v, it) for k, v in obj.items()}
+    return obj
+
+
+class _Entry:
+    def __init__(self, program, guard, signature, eager=False):
+        self.program, self.guard, self.signature, self.eager = program, guard, signature, eager
+        self.calls = 0
+
+
+class CompiledFunction:
+    """The callable ``fusegrad.compile`` returns. ``.program`` is the program the last call
+    used; ``.explain()`` says what was traced and why each retrace happened."""
+
+    def __init__(self, fn, backend=None, fallback="error", check=False,
+                 max_signatures=DEFAULT_MAX_SIGNATURES, verify=False):
+        if fallback not in ("error", "eager"):
+            raise ValueError(f"fusegrad.compile: fallback must be 'error' or 'eager', "
+                             f"got {fallback!r}")
+        if backend not in (None, "cpu", "triton", "eager"):
+            raise ValueError(f"fusegrad.compile: unknown backend {backend!r}; expected one of "
+                             "None, 'cpu', 'triton', 'eager'")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.backend = backend
+        self.fallback = fallback
+        self.check = check
+        self.max_signatures = max_signatures
+        self.verify = verify
+        self.entries: list[_Entry] = []
+        self.reasons: list[str] = []
+        self.program: Program | None = None
+        self._warned = False
+
+    # -- calling ----------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        if self.backend == "eager" or os.environ.get("FUSEGRAD_EAGER") == "1":
+            return self.fn(*args, **kwargs)
+        leaves: list[Tensor] = []
+        structure = _flatten((args, kwargs), leaves)
+        entry = self._lookup(leaves, structure)
+        if entry.eager:
+            return self.fn(*args, **kwargs)
+        entry.calls += 1
+        self.program = entry.program
+        if self.check:
+            return self._run_checked(entry, args, kwargs, leaves, structure)
+        return entry.program(leaves, structure)
+
+    def _lookup(self, leaves, structure):
+        reason = None
+        for entry in reversed(self.entries):
+            why = entry.guard.check(leaves, structure)
+            if why is None:
+                return entry
+            if reason is None:
+                reason = why
+        if len(self.entries) >= self.max_signatures:
+            raise RecompileLimitError(
+                f"fusegrad.compile: {self.fn.__qualname__} hit the recompile limit of "
+                f"{self.max_signatures} signatures; nothing falls back silently. Retraces "
+                "happened because:\n  " + "\n  ".join(self.reasons + [reason]))
+        self.reasons.append(reason or "first call")
+        entry = self._compile(leaves, structure)
+        self.entries.append(entry)
+        return entry
+
+    def _compile(self, leaves, structure):
+        args_kwargs = _unflatten_args(structure, leaves)
+        args, kwargs = args_kwargs
+        t0 = time.perf_counter()
+        names = G.parameter_names(self.fn, args)
+        watch = G.watched_objects(self.fn, args)
+        enabled = grad_mode.is_grad_enabled()
+        try:
+            tracer, result = trace(self.fn, args, kwargs, leaves, names)
+        except GraphBreak as e:
+            if self.fallback == "eager":
+                if not self._warned:
+                    warnings.warn(f"{e} Running {self.fn.__qualname__} eagerly.", stacklevel=3)
+                    self._warned = True
+                guard = G.Guard.build(leaves, structure, enabled, None, watch)
+                return _Entry(None, guard, f"eager fallback: {e.what}", eager=True)
+            raise GraphBreak(e.what, e.where) from None
+        t_trace = time.perf_counter() - t0
+        res_leaves: list = []
+        res_structure = _flatten(result, res_leaves)
+        graph: Graph = tracer.finish(res_leaves)
+        guard = G.Guard.build(leaves, structure, enabled, tracer, watch)
+        level = debug_level()
+        log = None
+        if level >= 3:
+            print(f"[fusegrad] IR of {self.fn.__qualname__} after trace:\n{graph}",
+                  file=sys.stderr)
+
+            def log(name, g, dt):
+                print(f"[fusegrad] IR after {name} ({dt * 1e3:.2f} ms):\n{g}", file=sys.stderr)
+        t1 = time.perf_counter()
+        optimized = passes.optimize(graph, verify_each=self.verify, log=log)
+        t_passes = time.perf_counter() - t1
+        backend = self.backend or _default_backend(leaves, graph)
+        program = Program(graph, optimized, backend, res_structure, res_leaves,
+                          name=self.fn.__qualname__)
+        program.compile_times = {"trace": t_trace, "passes": t_passes,
+                                 "codegen": program.codegen_time,
+                                 "total": time.perf_counter() - t0}
+        sig = G.describe_signature(leaves, structure)
+        if level >= 1:
+            st = program.stats()
+            print(f"[fusegrad] compiled {self.fn.__qualname__} for {sig}: "
+                  f"{len(optimized.eqns)} ops, {st['n_kernels']} kernels, backend {backend}, "
+                  f"{program.compile_times['total'] * 1e3:.1f} ms", file=sys.stderr)
+        if level >= 2:
+            times = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in program.compile_times.items())
+            print(f"[fusegrad] compile phases: {times}", file=sys.stderr)
+        if level >= 4:
+            print(f"[fusegrad] generated code:\n{program.source}", file=sys.stderr)
+        return _Entry(program, guard, sig)
+
+    # -- check=True ------------------------------------------------------------------------
+
+    def _run_checked(self, entry, args, kwargs, leaves, structure):
+        from fusegrad.compiler import check as C
+
+        return C.run_checked(self, entry.program, args, kwargs, leaves, structure)
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def explain(self) -> str:
+        lines = [f"fusegrad.compile({self.fn.__qualname__}): {len(self.entries)} signature(s)"]
+        for i, (e, why) in enumerate(zip(self.entries, self.reasons)):
+            lines.append(f"[{i}] {e.signature}")
+            lines.append(f"    traced because: {why}")
+            lines.append(f"    calls: {e.calls}")
+            if e.program is not None:
+                st = e.program.stats()
+                lines.append(f"    backend {e.program.backend}: {len(e.program.graph.eqns)} ops, "
+                             f"{st['n_kernels']} kernels, bytes_moved {st['bytes_moved']}, "
+                             f"flops {st['flops']}, compiled in "
+                             f"{e.program.compile_times['total'] * 1e3:.1f} ms")
+                for k in e.program.kernels:
+                    lines.append(f"      {k.name}: {', '.join(k.ops)}")
+        return "\n".join(lines)
+
+    @property
+    def programs(self):
+        return [e.program for e in self.entries if e.program is not None]
+
+
+def _unflatten_args(structure, leaves):
+    # structure of (args, kwargs) as built by _flatten
+    return _rebuild(structure, iter(leaves))
+
+
+def _rebuild(s, it):
+    kind = s[0]
+    if kind == "T":
+        return next(it)
+    if kind in ("list", "tuple"):
+        items = [_rebuild(x, it) for x in s[1]]
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        return {k: _rebuild(v, it) for k, v in s[1]}
+    if kind == "v":
+        return s[2]
+    raise TypeError("fusegrad.compile: arguments must be tensors, numbers, strings, or "
+                    "lists/tuples/dicts of them")
+
+
+def _default_backend(leaves, graph) -> str:
+    devices = {t.device.type for t in leaves}
+    devices |= {v.device.type for v in graph.inputs if not v.weak}
+    return "triton" if "cuda" in devices else "cpu"
+
+
+def compile(fn=None, *, backend=None, fallback="error", check=False,
+            max_signatures=DEFAULT_MAX_SIGNATURES, verify=False):
+    """Compile ``fn`` (a whole training step or any tensor function).
+
+    Args:
+        fn: the function; ``@fusegrad.compile`` and ``@fusegrad.compile(...)`` both work.
+        backend: ``"cpu"``, ``"triton"``, ``"eager"``, or None to pick by the inputs' device.
+        fallback: ``"error"`` raises at a graph break; ``"eager"`` runs eagerly, warning once.
+        check: run every call compiled and eagerly and raise at the first difference.
+        max_signatures: how many input signatures may be traced before an error.
+        verify: run the IR verifier after every pass.
+
+    Returns:
+        A :class:`CompiledFunction`.
+    """
+    def wrap(f):
+        return CompiledFunction(f, backend=backend, fallback=fallback, check=check,
+                                max_signatures=max_signatures, verify=verify)
+
+    return wrap if fn is None else wrap(fn)

@@ -1,0 +1,253 @@
+"""Guards: what a trace depends on, checked before each replay.
+
+A guard is a list of checks, each returning None when it holds or a reason such as
+``input 0 shape (64, 784) -> (32, 784)`` that ``explain()`` reports for the retrace.
+"""
+
+from __future__ import annotations
+
+from fusegrad.autograd import grad_mode
+from fusegrad.compiler.tracer import Captured, GradOf, Number
+from fusegrad.primitives import fmt_shape
+
+
+def _is_module(obj):
+    return hasattr(obj, "named_parameters") and hasattr(obj, "training")
+
+
+def _is_optimizer(obj):
+    return hasattr(obj, "param_groups") and hasattr(obj, "state")
+
+
+def _referenced(fn, args):
+    """Modules and optimizers the function can reach: closure, globals it names, bound self,
+    arguments (one level into plain objects)."""
+    found = []
+    seen = set()
+
+    def visit(obj, depth=0):
+        if id(obj) in seen or obj is None:
+            return
+        seen.add(id(obj))
+        if _is_module(obj) or _is_optimizer(obj):
+            found.append(obj)
+            return
+        if depth == 0 and hasattr(obj, "__dict__") and not isinstance(obj, type) \
+                and not callable(obj):
+            for v in vars(obj).values():
+                visit(v, 1)
+
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        glb = getattr(fn, "__globals__", {})
+        for n in code.co_names:
+            if n in glb:
+                visit(glb[n])
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                visit(cell.cell_contents)
+            except ValueError:
+                pass
+    if hasattr(fn, "__self__"):
+        visit(fn.__self__)
+    if _is_module(fn):
+        visit(fn)
+    for a in args:
+        visit(a)
+    return found
+
+
+def watched_objects(fn, args):
+    return _referenced(fn, args)
+
+
+def parameter_names(fn, args):
+    names = {}
+    for obj in _referenced(fn, args):
+        if _is_module(obj):
+            for n, p in obj.named_parameters():
+                names.setdefault(id(p), n)
+    return names
+
+
+def _tensor_desc(t):
+    return f"{str(t.dtype).replace('torch.', '')}{fmt_shape(t.shape)}"
+
+
+def describe_signature(leaves, structure) -> str:
+    args = ", ".join(_tensor_desc(t) + ("*" if t.requires_grad else "") for t in leaves)
+    mode = "grad enabled" if grad_mode.is_grad_enabled() else "grad disabled"
+    return f"({args}) {mode}"
+
+
+class Guard:
+    def __init__(self, checks):
+        self.checks = checks
+
+    def check(self, leaves, structure):
+        for c in self.checks:
+            why = c(leaves, structure)
+            if why is not None:
+                return why
+        return None
+
+    @classmethod
+    def build(cls, leaves, structure, grad_enabled, tracer, watched):
+        checks = [_structure_check(structure), _args_check(leaves), _mode_check(grad_enabled)]
+        for obj in watched:
+            if _is_module(obj):
+                checks.append(_module_check(obj))
+            else:
+                checks.append(_optimizer_groups_check(obj, tracer))
+        if tracer is not None:
+            checks += _tracer_checks(tracer)
+        return cls(checks)
+
+
+def _structure_check(structure):
+    def check(leaves, s):
+        if s != structure:
+            return "non-tensor arguments or argument structure changed"
+        return None
+
+    return check
+
+
+def _args_check(leaves0):
+    specs = [(tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in leaves0]
+
+    def check(leaves, s):
+        for i, (t, (shape, dtype, device, rg)) in enumerate(zip(leaves, specs)):
+            d = t._data
+            if tuple(d.shape) != shape:
+                return f"input {i} shape {shape} -> {tuple(d.shape)}"
+            if d.dtype != dtype:
+                return f"input {i} dtype {dtype} -> {d.dtype}"
+            if d.device != device:
+                return f"input {i} device {device} -> {d.device}"
+            if t.requires_grad != rg:
+                return f"input {i} requires_grad {rg} -> {t.requires_grad}"
+        return None
+
+    return check
+
+
+def _mode_check(enabled):
+    def check(leaves, s):
+        now = grad_mode.is_grad_enabled()
+        return None if now == enabled else f"grad mode enabled {enabled} -> {now}"
+
+    return check
+
+
+def _module_check(m):
+    modules = list(m.modules()) if hasattr(m, "modules") else [m]
+    flags = [sub.training for sub in modules]
+    params = [id(p) for p in m.parameters()]
+
+    def check(leaves, s):
+        for sub, f in zip(modules, flags):
+            if sub.training != f:
+                return f"{type(sub).__name__}.training {f} -> {sub.training}"
+        if [id(p) for p in m.parameters()] != params:
+            return f"the parameters of {type(m).__name__} were replaced"
+        return None
+
+    return check
+
+
+def _optimizer_groups_check(opt, tracer):
+    lifted = set()
+    if tracer is not None:
+        for src in tracer.sources:
+            if isinstance(src, Number):
+                lifted.add((id(src.container), src.key))
+    groups = [{k: v for k, v in g.items() if k != "params" and (id(g), k) not in lifted}
+              for g in opt.param_groups]
+    params = [[id(p) for p in g["params"]] for g in opt.param_groups]
+    state_keys = {id(p): frozenset(s) for p, s in opt.state.items()} if tracer else None
+
+    def check(leaves, s):
+        if len(opt.param_groups) != len(groups):
+            return f"{type(opt).__name__}: number of param groups changed"
+        for i, (g, want, ps) in enumerate(zip(opt.param_groups, groups, params)):
+            for k, v in want.items():
+                if g.get(k) != v:
+                    return f"{type(opt).__name__} param_groups[{i}][{k!r}] {v!r} -> {g.get(k)!r}"
+            if [id(p) for p in g["params"]] != ps:
+                return f"{type(opt).__name__} param_groups[{i}] parameters changed"
+        if state_keys is not None:
+            now = {id(p): frozenset(st) for p, st in opt.state.items()}
+            if now != state_keys:
+                return f"{type(opt).__name__} state changed: {_state_diff(state_keys, now)}"
+        return None
+
+    return check
+
+
+def _state_diff(before, now):
+    for k in set(before) | set(now):
+        if before.get(k) != now.get(k):
+            return f"{sorted(before.get(k, ()))} -> {sorted(now.get(k, ()))}"
+    return "entries changed"
+
+
+def _tracer_checks(tracer):
+    checks = []
+    captured = []
+    for src in tracer.sources:
+        if isinstance(src, Captured):
+            t = src.tensor
+            captured.append((t, tuple(t._data.shape), t._data.dtype, t.requires_grad,
+                             src.name or "captured tensor"))
+        elif isinstance(src, Number):
+            checks.append(_number_check(src.container, src.key, type(src.container[src.key])))
+    grads = [(t, was_none, shape, t) for t, was_none, shape in tracer.grad_deps.values()]
+    names = tracer.names
+
+    def check_captured(leaves, s):
+        for t, shape, dtype, rg, name in captured:
+            d = t._data
+            if tuple(d.shape) != shape or d.dtype != dtype:
+                return f"{name} changed from {dtype}{list(shape)} to {d.dtype}{list(d.shape)}"
+            if t.requires_grad != rg:
+                return f"{name}.requires_grad {rg} -> {t.requires_grad}"
+        return None
+
+    def check_grads(leaves, s):
+        for t, was_none, shape, _ in grads:
+            g = t._grad
+            if (g is None) != was_none:
+                name = names.get(id(t), "a tensor")
+                return f"{name}.grad was {'None' if was_none else 'set'}, now " \
+                       f"{'None' if g is None else 'set'}"
+            if g is not None and tuple(g.shape) != shape:
+                return f"{names.get(id(t), 'a tensor')}.grad shape {shape} -> {tuple(g.shape)}"
+        return None
+
+    # optimizer state tensors read by identity must still be the ones in the state
+    for obj, snap in tracer.stateful.values():
+        for p, (_, contents) in snap.items():
+            for key, v in contents.items():
+                if any(src.tensor is v for src in tracer.sources if isinstance(src, Captured)):
+                    checks.append(_state_identity_check(obj, p, key, v))
+    return [check_captured, check_grads] + checks
+
+
+def _number_check(container, key, typ):
+    def check(leaves, s):
+        v = container.get(key) if isinstance(container, dict) else container[key]
+        if type(v) is not typ:
+            return f"[{key!r}] type {typ.__name__} -> {type(v).__name__}"
+        return None
+
+    return check
+
+
+def _state_identity_check(opt, p, key, t):
+    def check(leaves, s):
+        if opt.state.get(p, {}).get(key) is not t:
+            return f"{type(opt).__name__} state[{key!r}] tensor was replaced"
+        return None
+
+    return check

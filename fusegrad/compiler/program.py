@@ -1,0 +1,184 @@
+"""A compiled program: the optimized graph, its kernels, the backend's code, its stats."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from fusegrad.compiler import passes
+from fusegrad.compiler.ir import Graph, Var
+from fusegrad.tensor import Tensor
+
+_VIEW_PRIMS = {"reshape", "permute", "expand", "select", "slice"}
+
+
+@dataclass
+class CpuKernel:
+    """One ATen call of the cpu backend (what a generated kernel is on the triton backend)."""
+
+    name: str
+    ops: list
+    source: str
+    provenance: list = field(default_factory=list)
+
+
+class Program:
+    def __init__(self, raw: Graph, graph: Graph, backend: str, res_structure, res_leaves,
+                 name="fn"):
+        self.raw_graph = raw
+        self.graph = graph
+        self.backend = backend
+        self.name = name
+        self._res_structure = res_structure
+        self._res_leaves = res_leaves
+        t0 = time.perf_counter()
+        if backend == "cpu":
+            from fusegrad.runtime.cpu import CpuProgram
+
+            self._impl = CpuProgram(graph)
+            self.source = self._impl.source
+            self.kernels = _cpu_kernels(graph)
+        elif backend == "triton":
+            from fusegrad.runtime.triton_backend import TritonProgram
+
+            self._impl = TritonProgram(graph)
+            self.source = self._impl.source
+            self.kernels = self._impl.kernels
+        else:
+            raise ValueError(f"fusegrad.compile: unknown backend {backend!r}")
+        self.codegen_time = time.perf_counter() - t0
+        self.compile_times = {}
+        self.run = self._impl.run
+
+    def __call__(self, leaves, structure):
+        outs = self.run(leaves)
+        if not self._res_leaves:
+            return _rebuild(self._res_structure, iter(()), iter(()))
+        return _rebuild(self._res_structure, iter(outs), iter(self._res_leaves))
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        return {
+            "n_kernels": len(self.kernels),
+            "bytes_moved": bytes_moved(self.graph, self.kernels),
+            "flops": passes.flops(self.graph),
+            "n_ops": len(self.graph.eqns),
+            "n_inputs": len(self.graph.inputs),
+            "n_outputs": len(self.graph.outputs),
+        }
+
+    def dump(self, folder) -> list:
+        """Write the IR, the backend code and each kernel's source into ``folder``."""
+        os.makedirs(folder, exist_ok=True)
+        paths = []
+        for fname, text in [("graph.py", self.graph.python()), ("raw_graph.py",
+                            self.raw_graph.python()), (f"{self.backend}_program.py", self.source)]:
+            path = os.path.join(folder, fname)
+            with open(path, "w") as f:
+                f.write(text)
+            paths.append(path)
+        for k in self.kernels:
+            path = os.path.join(folder, f"{k.name}.py")
+            with open(path, "w") as f:
+                f.write(k.source)
+            paths.append(path)
+        return paths
+
+    def to_dot(self) -> str:
+        """The graph in Graphviz DOT: inputs as boxes, ops as ellipses labelled with source."""
+        out = ["digraph fusegrad {", "  rankdir=TB;", '  node [fontname="monospace"];']
+        for v, s in zip(self.graph.inputs, self.graph.sources):
+            out.append(f'  {v!r} [shape=box,label="{v!r}: {v.type_str()}\\n{s}"];')
+        for e in self.graph.eqns:
+            out.append(f'  {e.out!r} [label="{e.out!r} = {e.prim.name}\\n{e.out.type_str()}'
+                       f'\\n{e.src}"];')
+            for x in e.vars():
+                out.append(f"  {x!r} -> {e.out!r};")
+        for i, (o, s) in enumerate(zip(self.graph.outputs, self.graph.sinks)):
+            if isinstance(o, Var):
+                out.append(f'  out{i} [shape=box,style=dashed,label="{s}"];')
+                out.append(f"  {o!r} -> out{i};")
+        out.append("}")
+        return "\n".join(out)
+
+    def draw(self, path="graph.svg") -> str:
+        """Write the DOT text, and render it when Graphviz's ``dot`` is installed.
+
+        Returns the path written (the rendered picture, or the ``.dot`` file)."""
+        dot_path = os.path.splitext(path)[0] + ".dot"
+        with open(dot_path, "w") as f:
+            f.write(self.to_dot())
+        exe = shutil.which("dot")
+        if exe is None:
+            return dot_path
+        fmt = os.path.splitext(path)[1].lstrip(".") or "svg"
+        subprocess.run([exe, f"-T{fmt}", dot_path, "-o", path], check=True)
+        return path
+
+    def __repr__(self):
+        st = self.stats()
+        return f"<Program {self.name} backend={self.backend} ops={st['n_ops']} " \
+               f"kernels={st['n_kernels']}>"
+
+
+def _rebuild(s, outs, leaves):
+    kind = s[0]
+    if kind == "T":
+        next(leaves)
+        return next(outs)
+    if kind in ("list", "tuple"):
+        items = [_rebuild(x, outs, leaves) for x in s[1]]
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        return {k: _rebuild(v, outs, leaves) for k, v in s[1]}
+    if kind == "v":
+        return s[2]
+    return None
+
+
+def _cpu_kernels(graph):
+    ks = []
+    for e in graph.eqns:
+        if e.prim.name in _VIEW_PRIMS or e.out.weak:
+            continue
+        ks.append(CpuKernel(f"{e.prim.name}_{len(ks)}", [e.prim.name], repr(e), [e.src]))
+    return ks
+
+
+def bytes_moved(graph, kernels) -> int:
+    """Estimated global-memory traffic of one call: each kernel reads its operands from and
+    writes its results to memory; what stays inside a fused kernel costs nothing."""
+    kernel_of = {}
+    for i, k in enumerate(kernels):
+        for v in getattr(k, "outs", ()):
+            kernel_of[v] = i
+    if not kernel_of:  # one kernel per non-view op
+        total = 0
+        root = {}
+        for e in graph.eqns:
+            if e.prim.name in _VIEW_PRIMS:
+                continue
+            if e.out.weak:
+                continue
+            ins = {x for x in e.vars() if not x.weak}
+            total += sum(_nbytes(x) for x in ins) + _nbytes(e.out)
+        del root
+        return total
+    return sum(k.bytes_moved for k in kernels)
+
+
+def _nbytes(v) -> int:
+    return v.numel() * _itemsize(v.dtype)
+
+
+def _itemsize(dtype) -> int:
+    import torch
+
+    return torch.empty((), dtype=dtype).element_size()
+
+
+del Tensor

@@ -1,0 +1,334 @@
+"""The tracer: runs a user function on symbolic tensors and records a Graph.
+
+Ops reach the tracer through ``fusegrad.tensor.apply``: while a trace runs, every
+primitive call is recorded instead of executed, and autograd builds its nodes on the
+symbolic tensors as usual, so ``loss.backward()`` inside the function appends the
+backward graph by applying the same vjp rules the eager engine uses.
+
+Concrete tensors the function touches (parameters, ``.grad`` fields, optimizer state)
+are lifted to graph inputs; in-place updates of them become graph outputs written back
+after each replay; the real objects are left exactly as they were before the trace.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+
+import torch
+
+from fusegrad.compiler.ir import Eqn, Graph, Var
+from fusegrad.tensor import Tensor, trace_state
+
+# primitives that have a Python-number form (see runtime.cpu)
+PY_OPS = {"add", "sub", "mul", "div", "pow", "neg", "sqrt", "exp", "log", "maximum", "minimum"}
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class GraphBreak(RuntimeError):
+    """The function needs a tensor's value in Python: it cannot be one static graph."""
+
+    def __init__(self, what, where):
+        self.what, self.where = what, where
+        super().__init__(
+            f"fusegrad.compile: {what} needs a tensor's value in Python, so the function "
+            f"cannot be traced into one static graph (at {where}). Move it out of the "
+            f"compiled function, or pass fallback='eager' to run this function eagerly.")
+
+
+def user_frame():
+    """The innermost stack frame outside the fusegrad package."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    return f
+
+
+def user_line() -> str:
+    f = user_frame()
+    if f is None:
+        return "<unknown>"
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+
+def user_line_with_code() -> str:
+    f = user_frame()
+    if f is None:
+        return "<unknown>"
+    code = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
+    return f"{f.f_code.co_filename}:{f.f_lineno}: `{code}`"
+
+
+# --------------------------------------------------------------------------- sources
+# Where each graph input's value comes from on a replay, and where each output goes.
+
+
+class Arg:
+    def __init__(self, index):
+        self.index = index
+
+    def __str__(self):
+        return f"argument tensor {self.index}"
+
+
+class Captured:
+    def __init__(self, tensor, name=None):
+        self.tensor = tensor
+        self.name = name
+
+    def __str__(self):
+        return f"captured tensor {self.name or hex(id(self.tensor))}"
+
+
+class GradOf:
+    def __init__(self, tensor, name=None):
+        self.tensor = tensor
+        self.name = name
+
+    def __str__(self):
+        return f"{self.name or 'tensor'}.grad"
+
+
+class Const:
+    def __init__(self, data):
+        self.data = data
+
+    def __str__(self):
+        return f"constant {dtype_shape(self.data)}"
+
+
+class Number:
+    def __init__(self, container, key):
+        self.container, self.key = container, key
+
+    def __str__(self):
+        return f"number [{self.key!r}] of {type(self.container).__name__}"
+
+
+def dtype_shape(t):
+    return f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}"
+
+
+class Returned:
+    def __init__(self, index):
+        self.index = index
+
+    def __str__(self):
+        return f"returned value {self.index}"
+
+
+class WriteInPlace:
+    def __init__(self, tensor, name=None):
+        self.tensor, self.name = tensor, name
+
+    def __str__(self):
+        return f"written in place into {self.name or 'captured tensor'}"
+
+
+class SetGrad:
+    def __init__(self, tensor, name=None):
+        self.tensor, self.name = tensor, name
+
+    def __str__(self):
+        return f"stored as {self.name or 'tensor'}.grad"
+
+
+class SetState:
+    def __init__(self, owner, param, key, name=None):
+        self.owner, self.param, self.key, self.name = owner, param, key, name
+
+    def __str__(self):
+        return f"stored as state[{self.name or 'param'}][{self.key!r}]"
+
+
+# --------------------------------------------------------------------------- tracer
+
+
+class Tracer:
+    def __init__(self, names=None):
+        self.inputs: list[Var] = []
+        self.sources: list = []
+        self.eqns: list[Eqn] = []
+        self.env: dict[int, tuple[Tensor, Var]] = {}  # concrete tensor -> current value
+        self.written: dict[int, Tensor] = {}  # concrete tensors updated in place
+        self.grad_snap: dict[int, tuple[Tensor, object]] = {}  # tensor -> .grad before trace
+        self.grad_written: set[int] = set()  # tensors whose .grad the trace assigned
+        self.grad_deps: dict[int, tuple] = {}  # .grad states read before any assignment
+        self.grad_owner: dict[int, Tensor] = {}  # id(grad tensor) -> tensor it is .grad of
+        self.created: set[int] = set()  # concrete tensors made during the trace: constants
+        self.keep = []  # keeps objects whose ids are used as keys alive
+        self.scalars: dict[tuple, Var] = {}
+        self.stateful: dict[int, tuple[object, dict]] = {}
+        self.names = names or {}  # id(tensor) -> readable name (parameter names)
+
+    # -- values -------------------------------------------------------------------------
+
+    def add_input(self, var, source):
+        self.inputs.append(var)
+        self.sources.append(source)
+        return var
+
+    def bind_arg(self, t: Tensor, index: int):
+        var = self.add_input(Var(t.shape, t.dtype, t.device), Arg(index))
+        self.env[id(t)] = (t, var)
+        self._snap_grad(t)
+
+    def read(self, t: Tensor) -> Var:
+        data = t._data
+        if isinstance(data, Var):
+            return data
+        hit = self.env.get(id(t))
+        if hit is not None:
+            return hit[1]
+        var = Var(data.shape, data.dtype, data.device)
+        name = self.names.get(id(t))
+        if id(t) in self.grad_owner:
+            owner = self.grad_owner[id(t)]
+            source = GradOf(owner, self.names.get(id(owner)))
+        elif id(t) in self.created:
+            source = Const(data.clone())
+        else:
+            source = Captured(t, name)
+        self.add_input(var, source)
+        self.env[id(t)] = (t, var)
+        self._snap_grad(t)
+        return var
+
+    def value(self, t):
+        return self.read(t) if isinstance(t, Tensor) else t
+
+    def record(self, prim, args, params):
+        ins = [self.read(a) if isinstance(a, Tensor) else a for a in args]
+        aval = prim.meta(*ins, **params)
+        vs = [x for x in ins if isinstance(x, Var)]
+        # arithmetic on lifted Python numbers only gives a Python number again
+        weak = bool(vs) and all(v.weak for v in vs) and prim.name in PY_OPS
+        out = Var(aval.shape, aval.dtype, aval.device, weak=weak)
+        self.eqns.append(Eqn(prim, ins, params, out, user_line()))
+        return out
+
+    def write(self, t: Tensor, value: Tensor):
+        """``t`` now holds ``value`` (the functional form of an in-place update)."""
+        var = self.read(value)
+        if isinstance(t._data, Var):
+            t._data = var
+            if value.grad_fn is not None:
+                t.grad_fn, t._output_nr = value.grad_fn, value._output_nr
+            return
+        if value.grad_fn is not None:
+            raise RuntimeError(
+                "fusegrad.compile: an in-place op that autograd records on a tensor created "
+                f"outside the compiled function is not supported (at {user_line()})")
+        self.env[id(t)] = (t, var)
+        self.written[id(t)] = t
+
+    def note_constant(self, t: Tensor):
+        self.created.add(id(t))
+        self.keep.append(t)
+
+    def lift_scalar(self, container, key):
+        value = container[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return value
+        k = (id(container), key)
+        var = self.scalars.get(k)
+        if var is None:
+            dtype = torch.float64 if isinstance(value, float) else torch.int64
+            var = self.add_input(Var((), dtype, torch.device("cpu"), weak=True),
+                                 Number(container, key))
+            self.scalars[k] = var
+            self.keep.append(container)
+        return Tensor._make(var)
+
+    def graph_break(self, what, t=None):
+        raise GraphBreak(what, user_line_with_code())
+
+    # -- .grad fields ---------------------------------------------------------------------
+
+    def _snap_grad(self, t):
+        if id(t) not in self.grad_snap:
+            self.grad_snap[id(t)] = (t, t._grad)
+
+    def read_grad(self, t: Tensor):
+        if isinstance(t._data, Var):
+            return t._grad
+        self._snap_grad(t)
+        g = t._grad
+        if id(t) not in self.grad_written and id(t) not in self.grad_deps:
+            # the trace depends on what .grad held before the call: guard it
+            self.grad_deps[id(t)] = (t, g is None, None if g is None else tuple(g.shape))
+        if g is not None and not isinstance(g._data, Var) and id(g) not in self.env:
+            self.grad_owner[id(g)] = t
+            self.keep.append(g)
+        return g
+
+    def write_grad(self, t: Tensor, value):
+        if not isinstance(t._data, Var):
+            self._snap_grad(t)
+            self.grad_written.add(id(t))
+        t._grad = value
+
+    # -- stateful objects (optimizers) -----------------------------------------------------
+
+    def watch_stateful(self, obj):
+        if id(obj) not in self.stateful:
+            snap = {p: (s, dict(s)) for p, s in obj.state.items()}
+            self.stateful[id(obj)] = (obj, snap)
+
+    # -- finishing --------------------------------------------------------------------------
+
+    def finish(self, result_leaves):
+        """Build the graph and put every real object back as it was before the trace."""
+        outputs, sinks = [], []
+        for i, leaf in enumerate(result_leaves):
+            if isinstance(leaf, Tensor):
+                outputs.append(self.read(leaf))
+                sinks.append(Returned(i))
+        for t in self.written.values():
+            if id(t) in self.created:
+                continue  # a constant made during the trace: its new value goes elsewhere
+            outputs.append(self.env[id(t)][1])
+            sinks.append(WriteInPlace(t, self.names.get(id(t))))
+        for t, before in self.grad_snap.values():
+            after = t._grad
+            t._grad = before
+            if after is before:
+                continue
+            outputs.append(None if after is None else self.read(after))
+            sinks.append(SetGrad(t, self.names.get(id(t))))
+        for obj, snap in self.stateful.values():
+            for p, s in obj.state.items():
+                old = snap[p][1] if p in snap else {}
+                for key, v in s.items():
+                    if isinstance(v, Tensor) and (old.get(key) is not v
+                                                  or isinstance(v._data, Var)):
+                        if id(v) in self.written and old.get(key) is v:
+                            continue  # updated in place: WriteInPlace covers it
+                        outputs.append(self.read(v))
+                        sinks.append(SetState(obj, p, key, self.names.get(id(p))))
+            obj.state.clear()
+            for p, (s, contents) in snap.items():
+                s.clear()
+                s.update(contents)
+                obj.state[p] = s
+        # None outputs (a .grad set to None) are kept as Python None sinks
+        return Graph(self.inputs, self.eqns, outputs, self.sources, sinks, ["trace"])
+
+
+def trace(fn, args, kwargs, flat_tensors, names=None):
+    """Run ``fn`` under a tracer; returns (tracer, result)."""
+    tracer = Tracer(names)
+    for i, t in enumerate(flat_tensors):
+        tracer.bind_arg(t, i)
+    prev = trace_state.tracer
+    trace_state.tracer = tracer
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException:
+        trace_state.tracer = prev
+        tracer.finish([])  # restore real objects
+        raise
+    trace_state.tracer = prev
+    return tracer, result

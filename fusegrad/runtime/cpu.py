@@ -1,0 +1,270 @@
+"""The ``cpu`` backend: the optimized graph as generated straight-line Python over ATen.
+
+No autograd bookkeeping runs on replay. Intermediates live in buffers allocated once per
+program and reused across calls by liveness; an elementwise op whose operand dies there
+writes into that operand's buffer; values that escape (returned, stored as ``.grad`` or
+optimizer state) get fresh storage every call, since the caller may keep them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fusegrad.compiler.ir import Graph, Var
+from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Returned,
+                                      SetGrad, SetState, WriteInPlace)
+from fusegrad.tensor import Tensor
+
+# prim -> (ATen function or method template, supports out=, elementwise)
+# ``{0}``.. are operands, ``{p[name]}`` params; scalars are inlined.
+_ELEMENTWISE = {
+    "neg": "torch.neg({0}{out})", "exp": "torch.exp({0}{out})", "log": "torch.log({0}{out})",
+    "sqrt": "torch.sqrt({0}{out})", "abs": "torch.abs({0}{out})", "sin": "torch.sin({0}{out})",
+    "cos": "torch.cos({0}{out})", "tanh": "torch.tanh({0}{out})",
+    "sigmoid": "torch.sigmoid({0}{out})", "relu": "torch.relu({0})",
+    "sign": "torch.sign({0}{out})", "add": "torch.add({0}, {1}{out})",
+    "sub": "torch.sub({0}, {1}{out})", "mul": "torch.mul({0}, {1}{out})",
+    "div": "torch.div({0}, {1}{out})", "pow": "torch.pow({0}, {1}{out})",
+    "maximum": "torch.maximum({0}, {1}{out})", "minimum": "torch.minimum({0}, {1}{out})",
+    "eq": "torch.eq({0}, {1}{out})", "ne": "torch.ne({0}, {1}{out})",
+    "lt": "torch.lt({0}, {1}{out})", "le": "torch.le({0}, {1}{out})",
+    "gt": "torch.gt({0}, {1}{out})", "ge": "torch.ge({0}, {1}{out})",
+    "logical_and": "torch.logical_and({0}, {1}{out})",
+    "where": "torch.where({0}, {1}, {2}{out})",
+    "clamp": "torch.clamp({0}, {p[lo]!r}, {p[hi]!r}{out})",
+}
+_VIEWS = {
+    "reshape": "{0}.reshape({p[shape]!r})", "permute": "{0}.permute({p[dims]!r})",
+    "expand": "{0}.expand({p[shape]!r})", "select": "{0}.select({p[dim]}, {p[index]})",
+    "slice": "{0}[{sl}]",
+}
+_OTHERS = {
+    "sum": "torch.sum({0}, {dims}, keepdim={p[keepdim]}{out})",
+    "amax": "torch.amax({0}, {dims}, keepdim={p[keepdim]}{out})",
+    "amin": "torch.amin({0}, {dims}, keepdim={p[keepdim]}{out})",
+    "argmax": "torch.argmax({0}, {p[dims]!r}, keepdim={p[keepdim]})",
+    "matmul": "torch.matmul({0}, {1}{out})",
+    "cast": "{0}.to({dtype})", "copy": "{0}.clone()",
+    "cat": "torch.cat([{all}], {p[dim]}{out})",
+    "unslice": "torch.slice_scatter(torch.zeros({p[shape]!r}, dtype={dtype}, device={dev}), "
+               "{0}, {p[dim]}, {p[start]}, {p[stop]}, {p[step]})",
+    "full": "torch.full({p[shape]!r}, {p[value]!r}, dtype={dtype}, device={dev})",
+}
+
+
+class CpuProgram:
+    """A compiled graph for the cpu backend: ``run(flat_args)`` replays it."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.source, self._env = _generate(graph)
+        code = compile(self.source, f"<fusegrad cpu program {id(self):x}>", "exec")
+        exec(code, self._env)
+        self.run = self._env["run"]
+        self.n_calls = sum(1 for line in self.source.splitlines() if "torch." in line)
+
+
+def _fmt_num(x):
+    if isinstance(x, bool):
+        return repr(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return f"float({str(x)!r})"
+    return repr(x)
+
+
+def _generate(graph: Graph):
+    env = {"torch": torch, "_T": Tensor._make, "math": math}
+    consts = {}
+
+    def const(obj, prefix):
+        key = id(obj)
+        if key not in consts:
+            consts[key] = f"{prefix}{len(consts)}"
+            env[consts[key]] = obj
+        return consts[key]
+
+    names = {}
+    weak = set()
+
+    def name(x):
+        if isinstance(x, Var):
+            return names[x]
+        return _fmt_num(x)
+
+    lines = []
+    # --- inputs
+    for v, s in zip(graph.inputs, graph.sources):
+        n = names[v] = f"v{v.id}"
+        if isinstance(s, Arg):
+            lines.append(f"{n} = args[{s.index}]._data")
+        elif isinstance(s, Captured):
+            lines.append(f"{n} = {const(s.tensor, 'c')}._data")
+        elif isinstance(s, GradOf):
+            lines.append(f"{n} = {const(s.tensor, 'c')}._grad._data")
+        elif isinstance(s, Const):
+            names[v] = const(s.data, "k")
+        elif isinstance(s, Number):
+            lines.append(f"{n} = {const(s.container, 'h')}[{s.key!r}]")
+            weak.add(v)
+        else:
+            raise TypeError(f"unknown source {s}")
+
+    # --- liveness and aliasing: a view shares its root's storage
+    root = {v: v for v in graph.inputs}
+    last_use = {}
+    for i, e in enumerate(graph.eqns):
+        for x in e.vars():
+            last_use[root[x]] = i
+        root[e.out] = root[e.inputs[0]] if e.prim.name in _VIEWS else e.out
+    n_eq = len(graph.eqns)
+    escaping = set()
+    for o, s in zip(graph.outputs, graph.sinks):
+        if isinstance(o, Var):
+            escaping.add(root[o])
+            last_use[root[o]] = n_eq
+    owned_inputs = {root[v] for v, s in zip(graph.inputs, graph.sources)
+                    if isinstance(s, Captured) and any(
+                        isinstance(k, WriteInPlace) and k.tensor is s.tensor
+                        for k in graph.sinks)}
+    # storage an in-place sink will receive: computing straight into it saves a copy
+    target_of = {}
+    for o, k in zip(graph.outputs, graph.sinks):
+        if isinstance(k, WriteInPlace) and isinstance(o, Var):
+            for v, s in zip(graph.inputs, graph.sources):
+                if isinstance(s, Captured) and s.tensor is k.tensor:
+                    target_of[o] = v
+
+    pool: dict[tuple, list[str]] = {}
+    free_at: dict[int, list] = {}
+    buf_of = {}  # root var -> buffer name (preallocated or reused operand storage)
+    release = {}  # buffer name -> index of the last use of the value it holds
+    n_bufs = 0
+
+    for i, e in enumerate(graph.eqns):
+        name_in = [name(x) for x in e.inputs]
+        out = e.out
+        n = names[out] = f"v{out.id}"
+        p = e.params
+        pn = e.prim.name
+        fmt = dict(p=p, dtype=f"torch.{str(out.dtype).split('.')[-1]}",
+                   dev=f"torch.device({str(out.device)!r})")
+        if pn in _VIEWS:
+            if pn == "slice":
+                fmt["sl"] = ", ".join([":"] * p["dim"] + [f"{p['start']}:{p['stop']}:{p['step']}"])
+            lines.append(f"{n} = " + _VIEWS[pn].format(*name_in, **fmt))
+        else:
+            dest = None
+            # where's out= overload takes no Python numbers; relu has none
+            elementwise = pn in _ELEMENTWISE and pn not in ("relu", "where")
+            supports_out = elementwise or pn in ("sum", "amax", "amin", "matmul", "cat")
+            if supports_out and out not in escaping:
+                # reuse a dying operand's storage, else a preallocated buffer
+                for x in e.vars():
+                    r = root[x]
+                    if elementwise and r is x and x not in weak and last_use.get(r) == i \
+                            and (r not in graph.inputs or r in owned_inputs) \
+                            and r not in escaping and tuple(x.shape) == tuple(out.shape) \
+                            and x.dtype == out.dtype:
+                        dest = buf_of.get(r, names[r])
+                        release[dest] = last_use.get(out, i)  # the buffer changes hands
+                        free_at.setdefault(release[dest], []).append(
+                            ((tuple(out.shape), out.dtype), dest))
+                        break
+                if dest is None:
+                    key = (tuple(out.shape), out.dtype)
+                    free = pool.get(key)
+                    if free:
+                        dest = free.pop()
+                    else:
+                        dest = f"b{n_bufs}"
+                        n_bufs += 1
+                        env[dest] = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+                    release[dest] = last_use.get(out, i)
+                    free_at.setdefault(release[dest], []).append((key, dest))
+                buf_of[out] = dest
+            elif supports_out and elementwise and out in target_of:
+                tgt = target_of[out]
+                if last_use.get(tgt) is None or last_use[tgt] <= i:
+                    dest = names[tgt]
+                    buf_of[out] = dest
+            fmt["out"] = f", out={dest}" if dest else ""
+            if pn in ("sum", "amax", "amin"):
+                fmt["dims"] = "()" if p["dims"] is None else repr(tuple(p["dims"]))
+            if pn == "cat":
+                fmt["all"] = ", ".join(name_in)
+            if out.weak:
+                weak.add(out)
+                lines.append(f"{n} = " + _PY_FORM[pn].format(*name_in))
+                continue
+            tmpl = _ELEMENTWISE.get(pn) or _OTHERS[pn]
+            call = _scalar_first(pn, e.inputs, name_in, weak) or tmpl.format(*name_in, **fmt)
+            if dest and "out=" not in call:
+                call = f"{dest}.copy_({call})"
+            lines.append(f"{n} = {call}")
+        for key, dest in free_at.pop(i, ()):
+            if release.get(dest) == i and dest.startswith("b"):
+                pool.setdefault(key, []).append(dest)
+
+    # --- outputs: escaping values need storage of their own
+    results = []
+    given = set()
+    for o, s in zip(graph.outputs, graph.sinks):
+        if o is None:
+            val = "None"
+        elif not isinstance(o, Var):
+            val = f"_T(torch.tensor({_fmt_num(o)}))"
+        else:
+            r = root[o]
+            v = names[o]
+            if r in given or r in graph.inputs and not isinstance(s, WriteInPlace):
+                v = f"{v}.clone()"
+            given.add(r)
+            val = v
+        if isinstance(s, Returned):
+            results.append(f"_T({val})" if val != "None" else "None")
+        elif isinstance(s, WriteInPlace):
+            c = const(s.tensor, "c")
+            if buf_of.get(o) != names.get(_input_of(graph, s.tensor)):
+                lines.append(f"{c}._data.copy_({val})")
+            lines.append(f"{c}._vc[0] += 1")
+        elif isinstance(s, SetGrad):
+            c = const(s.tensor, "c")
+            lines.append(f"{c}._grad = " + ("None" if val == "None" else f"_T({val})"))
+        elif isinstance(s, SetState):
+            st = const(s.owner, "o")
+            pk = const(s.param, "c")
+            lines.append(f"{st}.state[{pk}][{s.key!r}] = _T({val})")
+    lines.append(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
+    src = "def run(args):\n" + "\n".join("    " + ln for ln in lines) + "\n"
+    return src, env
+
+
+# arithmetic on lifted Python numbers stays Python arithmetic (as it was in eager)
+_PY_FORM = {"add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})",
+            "div": "({0} / {1})", "pow": "({0} ** {1})", "neg": "(-{0})",
+            "sqrt": "math.sqrt({0})", "exp": "math.exp({0})", "log": "math.log({0})",
+            "maximum": "max({0}, {1})", "minimum": "min({0}, {1})"}
+
+
+def _input_of(graph, tensor):
+    for v, s in zip(graph.inputs, graph.sources):
+        if isinstance(s, Captured) and s.tensor is tensor:
+            return v
+    return None
+
+
+def _scalar_first(pn, inputs, names, weak):
+    """ATen has no ``sub(number, tensor)``: spell those with the tensor first."""
+    if pn not in ("sub", "div", "add", "mul") or len(inputs) != 2:
+        return None
+    a, b = inputs
+    a_num = not isinstance(a, Var) or a in weak
+    if not a_num:
+        return None
+    if pn == "sub":
+        return f"torch.rsub({names[1]}, {names[0]})"
+    if pn == "div":
+        return f"torch.mul(torch.reciprocal({names[1]}), {names[0]})"
+    return f"torch.{pn}({names[1]}, {names[0]})"
