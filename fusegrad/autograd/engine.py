@@ -39,10 +39,26 @@ def gradient_edge(t):
     return None, 0
 
 
+TRACED_OBSERVER_HOOK = (
+    "fusegrad.compile: a tensor hook that returns None only observes the gradient, and its "
+    "side effects would run once, at trace time, not on every call. Return the (new) "
+    "gradient from the hook, or register it outside the compiled function.")
+
+
+def _call_hook(hook, g):
+    r = hook(g)
+    if r is None:
+        from fusegrad.tensor import trace_state
+
+        if trace_state.tracer is not None:
+            raise RuntimeError(TRACED_OBSERVER_HOOK)
+    return r
+
+
 def accumulate_grad(t, g):
     """Sum ``g`` into ``t.grad`` the way AccumulateGrad does."""
     for hook in t._hooks or ():
-        r = hook(g)
+        r = _call_hook(hook, g)
         if r is not None:
             g = r
     if g is None:
@@ -70,7 +86,7 @@ def _apply_tensor_hooks(node, grads):
             for hook in hooks:
                 if grads[nr] is None:
                     continue
-                r = hook(grads[nr])
+                r = _call_hook(hook, grads[nr])
                 if r is not None:
                     grads[nr] = r
     if node._retains:
@@ -127,6 +143,10 @@ def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
     With ``accumulate`` the gradients go into ``.grad`` (of ``inputs`` only, when given);
     without it they are returned, one per input, as ``autograd.grad`` does.
     """
+    from fusegrad.tensor import trace_state
+
+    if trace_state.tracer is not None:
+        trace_state.tracer.ran_backward = True
     root_edges = []
     for i, (t, g) in enumerate(roots):
         node, nr = gradient_edge(t)

@@ -8,6 +8,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from fusegrad.autograd import grad_mode
 from fusegrad.compiler import passes
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.tensor import Tensor
@@ -53,8 +54,20 @@ class Program:
         self.compile_times = {}
         self.run = self._impl.run
 
+    backward = None  # (Program, diff_inputs, positions) when outputs require grad
+    consumed = None  # [(position, grad_fn name)] of outputs whose graph a traced backward used
+
     def __call__(self, leaves, structure):
         outs = self.run(leaves)
+        if self.backward is not None and grad_mode.is_grad_enabled():
+            from fusegrad.compiler.backward import attach
+
+            bprog, diff_inputs, positions = self.backward
+            attach(bprog, diff_inputs, leaves, outs, positions, self.graph)
+        elif self.consumed and grad_mode.is_grad_enabled():
+            from fusegrad.compiler.backward import attach_consumed
+
+            attach_consumed(outs, self.consumed)
         if not self._res_leaves:
             return _rebuild(self._res_structure, iter(()), iter(()))
         return _rebuild(self._res_structure, iter(outs), iter(self._res_leaves))

@@ -24,6 +24,10 @@ from fusegrad.tensor import Tensor, trace_state
 # primitives that have a Python-number form (see runtime.cpu)
 PY_OPS = {"add", "sub", "mul", "div", "pow", "neg", "sqrt", "exp", "log", "maximum", "minimum"}
 
+# hyperparameters that become graph inputs: changing them replays without a retrace.
+# The others stay constants the passes can fold (momentum 0.9, dampening 0, ...).
+LIFTED_KEYS = {"lr"}
+
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -162,6 +166,7 @@ class Tracer:
         self.scalars: dict[tuple, Var] = {}
         self.stateful: dict[int, tuple[object, dict]] = {}
         self.names = names or {}  # id(tensor) -> readable name (parameter names)
+        self.ran_backward = False
 
     # -- values -------------------------------------------------------------------------
 
@@ -230,8 +235,9 @@ class Tracer:
 
     def lift_scalar(self, container, key):
         value = container[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return value
+        if key not in LIFTED_KEYS or not isinstance(value, (int, float)) \
+                or isinstance(value, bool):
+            return value  # a constant of the trace, guarded by value
         k = (id(container), key)
         var = self.scalars.get(k)
         if var is None:

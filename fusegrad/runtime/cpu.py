@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from fusegrad.compiler.ir import Graph, Var
+from fusegrad.compiler.ir import Eqn, Graph, Var
 from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Returned,
                                       SetGrad, SetState, WriteInPlace)
 from fusegrad.tensor import Tensor
@@ -34,6 +34,9 @@ _ELEMENTWISE = {
     "logical_and": "torch.logical_and({0}, {1}{out})",
     "where": "torch.where({0}, {1}, {2}{out})",
     "clamp": "torch.clamp({0}, {p[lo]!r}, {p[hi]!r}{out})",
+    # fused calls made by _peephole (x + alpha * y)
+    "add_scaled": "torch.add({0}, {1}, alpha={2}{out})",
+    "sub_scaled": "torch.sub({0}, {1}, alpha={2}{out})",
 }
 _VIEWS = {
     "reshape": "{0}.reshape({p[shape]!r})", "permute": "{0}.permute({p[dims]!r})",
@@ -51,7 +54,87 @@ _OTHERS = {
     "unslice": "torch.slice_scatter(torch.zeros({p[shape]!r}, dtype={dtype}, device={dev}), "
                "{0}, {p[dim]}, {p[start]}, {p[stop]}, {p[step]})",
     "full": "torch.full({p[shape]!r}, {p[value]!r}, dtype={dtype}, device={dev})",
+    # fused calls made by _peephole
+    "addmm": "torch.addmm({0}, {1}, {2}{out})",
+    "threshold_backward": "torch.ops.aten.threshold_backward({0}, {1}, 0)",
 }
+
+
+class AtenCall:
+    """A fused ATen call standing for several equations (cpu backend only; the primitive
+    table is untouched: these exist between the peephole pass and code generation)."""
+
+    kind = "aten"
+
+    def __init__(self, name):
+        self.name = name
+
+
+_ADDMM, _ADD_SCALED, _SUB_SCALED, _THRESHOLD_BWD = (
+    AtenCall("addmm"), AtenCall("add_scaled"), AtenCall("sub_scaled"),
+    AtenCall("threshold_backward"))
+
+
+def _is_number(x):
+    return not isinstance(x, Var) or x.weak
+
+
+def _peephole(graph: Graph):
+    """Equations -> ATen calls: matmul + bias -> addmm, x - s*y -> sub(x, y, alpha=s),
+    the ReLU mask of backward -> threshold_backward."""
+    uses = {}
+    for e in graph.eqns:
+        for x in e.vars():
+            uses[x] = uses.get(x, 0) + 1
+    for o in graph.outputs:
+        if isinstance(o, Var):
+            uses[o] = uses.get(o, 0) + 2
+    prod = {e.out: e for e in graph.eqns}
+
+    def single(x, prim):
+        p = prod.get(x) if isinstance(x, Var) else None
+        return p if p is not None and p.prim.name == prim and uses.get(x) == 1 else None
+
+    absorbed, out = set(), []
+    for e in graph.eqns:
+        n, ins, o = e.prim.name, e.inputs, e.out
+        new = None
+        if n == "add":
+            for mm, bias in ((ins[0], ins[1]), (ins[1], ins[0])):
+                pm = single(mm, "matmul")
+                if pm is not None and len(mm.shape) == 2 and isinstance(bias, Var) \
+                        and not bias.weak and bias.dtype == mm.dtype \
+                        and tuple(o.shape) == tuple(mm.shape) and len(bias.shape) <= 2:
+                    new = Eqn(_ADDMM, [bias, *pm.inputs], {}, o, e.src)
+                    absorbed.add(pm)
+                    break
+        if new is None and n in ("add", "sub"):
+            pairs = ((ins[0], ins[1]),) if n == "sub" else ((ins[0], ins[1]), (ins[1], ins[0]))
+            for x, m in pairs:
+                pm = single(m, "mul")
+                if pm is None or not isinstance(x, Var) or x.weak:
+                    continue
+                y, s = pm.inputs
+                if _is_number(y):
+                    y, s = s, y
+                if isinstance(y, Var) and not y.weak and _is_number(s) \
+                        and tuple(y.shape) == tuple(o.shape) == tuple(x.shape) \
+                        and y.dtype == x.dtype == o.dtype:
+                    new = Eqn(_SUB_SCALED if n == "sub" else _ADD_SCALED, [x, y, s], {}, o,
+                              e.src)
+                    absorbed.add(pm)
+                    break
+        if new is None and n == "where" and ins[2] == 0.0 and isinstance(ins[1], Var):
+            pc = single(ins[0], "gt")
+            if pc is not None and pc.inputs[1] == 0 and isinstance(pc.inputs[0], Var):
+                r = pc.inputs[0]
+                pr = prod.get(r)
+                if pr is not None and pr.prim.name == "relu" \
+                        and tuple(r.shape) == tuple(ins[1].shape) == tuple(o.shape):
+                    new = Eqn(_THRESHOLD_BWD, [ins[1], r], {}, o, e.src)
+                    absorbed.add(pc)
+        out.append(new or e)
+    return [e for e in out if e not in absorbed]
 
 
 class CpuProgram:
@@ -111,14 +194,15 @@ def _generate(graph: Graph):
         else:
             raise TypeError(f"unknown source {s}")
 
+    eqns = _peephole(graph)
     # --- liveness and aliasing: a view shares its root's storage
     root = {v: v for v in graph.inputs}
     last_use = {}
-    for i, e in enumerate(graph.eqns):
+    for i, e in enumerate(eqns):
         for x in e.vars():
             last_use[root[x]] = i
         root[e.out] = root[e.inputs[0]] if e.prim.name in _VIEWS else e.out
-    n_eq = len(graph.eqns)
+    n_eq = len(eqns)
     escaping = set()
     for o, s in zip(graph.outputs, graph.sinks):
         if isinstance(o, Var):
@@ -142,7 +226,7 @@ def _generate(graph: Graph):
     release = {}  # buffer name -> index of the last use of the value it holds
     n_bufs = 0
 
-    for i, e in enumerate(graph.eqns):
+    for i, e in enumerate(eqns):
         name_in = [name(x) for x in e.inputs]
         out = e.out
         n = names[out] = f"v{out.id}"
@@ -158,7 +242,8 @@ def _generate(graph: Graph):
             dest = None
             # where's out= overload takes no Python numbers; relu has none
             elementwise = pn in _ELEMENTWISE and pn not in ("relu", "where")
-            supports_out = elementwise or pn in ("sum", "amax", "amin", "matmul", "cat")
+            supports_out = elementwise or pn in ("sum", "amax", "amin", "matmul", "cat",
+                                                 "addmm")
             if supports_out and out not in escaping:
                 # reuse a dying operand's storage, else a preallocated buffer
                 for x in e.vars():
