@@ -34,10 +34,12 @@ def _t(x):
 # --------------------------------------------------------------------------- composites
 
 
-def composite(grad_name):
+def composite(grad_name, saves=True):
     """Make ``fn`` (a decomposition into other ops) one autograd node called ``grad_name``.
 
     Under a trace, or when nothing needs a gradient, the decomposition simply runs.
+    ``saves=False`` marks ops whose PyTorch node saves no tensors (mean, stack): their
+    backward can run again without ``retain_graph``, as in PyTorch.
     """
 
     def deco(fn):
@@ -59,6 +61,8 @@ def composite(grad_name):
                                  for t in tensors])
             node.inner_out = inner
             node.inner_inputs = [t if t.requires_grad else None for t in tensors]
+            if not saves:
+                node.metadata["keeps_inner"] = True
             return Tensor._make(inner._data, grad_fn=node, vc=inner._vc)
 
         return wrapper
@@ -236,8 +240,8 @@ def _mean(x, dim=None, keepdim=False):
     return apply(P.div, s, n)
 
 
-_mean_all = composite("MeanBackward0")(_mean)
-_mean_dim = composite("MeanBackward1")(_mean)
+_mean_all = composite("MeanBackward0", saves=False)(_mean)
+_mean_dim = composite("MeanBackward1", saves=False)(_mean)
 
 
 def mean(x, dim=None, keepdim=False, *, dtype=None):
@@ -284,8 +288,11 @@ def max(x, dim=None, keepdim=False):
         return maximum(x, dim)
     if dim is None:
         return apply(P.amax, x, grad_name="MaxBackward1", dims=None, keepdim=False)
+    indices = argmax(x, dim, keepdim)
+    if _picks_by_index(x):
+        return _MinMax(_max_values(x, dim, keepdim, indices=indices), indices)
     values = apply(P.amax, x, grad_name="MaxBackward0", dims=(dim,), keepdim=keepdim)
-    return _MinMax(values, argmax(x, dim, keepdim))
+    return _MinMax(values, indices)
 
 
 def min(x, dim=None, keepdim=False):
@@ -293,8 +300,29 @@ def min(x, dim=None, keepdim=False):
         return minimum(x, dim)
     if dim is None:
         return apply(P.amin, x, grad_name="MinBackward1", dims=None, keepdim=False)
+    indices = argmin(x, dim, keepdim)
+    if _picks_by_index(x):
+        return _MinMax(_min_values(x, dim, keepdim, indices=indices), indices)
     values = apply(P.amin, x, grad_name="MinBackward0", dims=(dim,), keepdim=keepdim)
-    return _MinMax(values, argmin(x, dim, keepdim))
+    return _MinMax(values, indices)
+
+
+def _picks_by_index(x):
+    """Whether max/min(x, dim) must route its gradient through the returned indices (only
+    needed when it is differentiated; amax is cheaper but splits ties)."""
+    return x.dtype.is_floating_point and x.dim() > 0 and (
+        trace_state.tracer is not None or (_mode.enabled and x.requires_grad))
+
+
+def _pick(x, dim, keepdim, indices):
+    # the gradient goes to the element at ``indices`` alone, as PyTorch's max(dim) does
+    idx = indices if keepdim else unsqueeze(indices, dim)
+    mask = eq(iota(tuple(x.shape), dim % x.dim(), device=x.device), idx)
+    return sum(where(mask, x, 0.0), dim, keepdim)
+
+
+_max_values = composite("MaxBackward0")(_pick)
+_min_values = composite("MinBackward0")(_pick)
 
 
 @composite("SoftmaxBackward0")
@@ -307,12 +335,11 @@ def softmax(x, dim, dtype=None):
     return div(e, sum(e, dim, keepdim=True))
 
 
-@composite("LogSoftmaxBackward0")
 def log_softmax(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
-    shifted = sub(x, amax(x, dim, keepdim=True).detach())
-    return sub(shifted, log(sum(exp(shifted), dim, keepdim=True)))
+    (dim,) = normalize_dims("log_softmax", dim, x.dim()) if x.dim() else (0,)
+    return apply(P.log_softmax, x, dim=dim)
 
 
 @composite("LogsumexpBackward0")
@@ -355,8 +382,25 @@ def _infer_shape(x, shape):
     return tuple(shape)
 
 
+def _copies(x, shape):
+    """Whether ``x.reshape(shape)`` must copy (known in eager only: a trace has no strides)."""
+    d = x._data
+    if not isinstance(d, torch.Tensor) or d.is_contiguous():
+        return False
+    try:
+        d.view(shape)
+    except RuntimeError:
+        return math.prod(shape) == d.numel()
+    return False
+
+
 def reshape(x, *shape, grad_name=None):
     shape = _infer_shape(x, _shape_arg(shape))
+    if grad_name is None and _copies(x, shape):
+        # PyTorch's reshape copies as clone + _unsafe_view: two nodes
+        if x.requires_grad and _mode.enabled:
+            x = apply(P.copy, x)
+        grad_name = "UnsafeViewBackward0"
     if tuple(x.shape) == shape and grad_name is None:
         return apply(P.reshape, x, shape=shape)
     return apply(P.reshape, x, grad_name=grad_name, shape=shape)
@@ -365,7 +409,11 @@ def reshape(x, *shape, grad_name=None):
 def view(x, *shape):
     if len(shape) == 1 and isinstance(shape[0], torch.dtype):
         raise TypeError("view(dtype) is not supported; use .to(dtype)")
-    return reshape(x, *shape)
+    shape = _infer_shape(x, _shape_arg(shape))
+    check(not _copies(x, shape), lambda: "view size is not compatible with input tensor's size "
+          "and stride (at least one dimension spans across two contiguous subspaces). Use "
+          ".reshape(...) instead.")
+    return reshape(x, shape)
 
 
 def view_as(x, other):
@@ -414,8 +462,8 @@ def transpose(x, dim0, dim1, *, grad_name="TransposeBackward0"):
     nd = x.dim()
     if nd < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return apply(P.reshape, x, grad_name=grad_name, shape=tuple(x.shape))
+    d0, d1 = normalize_dims("transpose", dim0, nd)[0], normalize_dims("transpose", dim1, nd)[0]
     dims = list(range(nd))
-    d0, d1 = dim0 % nd, dim1 % nd
     dims[d0], dims[d1] = dims[d1], dims[d0]
     return apply(P.permute, x, grad_name=grad_name, dims=tuple(dims))
 
@@ -490,7 +538,8 @@ def getitem(x, idx):
             size = out.shape[dim]
             start, stop, step = i.indices(size)
             check(step > 0, lambda: "step must be greater than zero", ValueError)
-            if not (start == 0 and stop >= size and step == 1):
+            # PyTorch skips a slice that keeps everything unless its start is given nonzero
+            if not (i.start in (None, 0) and stop >= size and step == 1):
                 out = slice(out, dim, start, builtins.max(start, stop), step)
             dim += 1
         else:
@@ -533,7 +582,7 @@ def setitem(x, idx, value):
 
 def cat(tensors, dim=0):
     tensors = [_t(x) for x in tensors]
-    check(len(tensors) > 0, lambda: "cat(): expected a non-empty list of Tensors")
+    check(len(tensors) > 0, lambda: "cat(): expected a non-empty list of Tensors", ValueError)
     nd = tensors[0].dim()
     dim = dim % nd if nd else 0
     return apply(P.cat, *tensors, dim=dim)
@@ -542,7 +591,7 @@ def cat(tensors, dim=0):
 concat = concatenate = cat
 
 
-@composite("StackBackward0")
+@composite("StackBackward0", saves=False)
 def _stack(*tensors, dim=0):
     return cat([unsqueeze(x, dim) for x in tensors], dim)
 
@@ -591,17 +640,24 @@ def matmul(a, b):
         return _mv(a, b)
     if da == 1:
         out = _mm(unsqueeze(a, 0), b) if db == 2 else matmul(unsqueeze(a, 0), b)
-        return squeeze(out, -2) if db > 2 else apply(
-            P.reshape, out, grad_name="SqueezeBackward4", shape=tuple(out.shape[1:]))
+        if db > 2:  # PyTorch folds this into one mv and ends in _unsafe_view
+            return apply(P.reshape, out, grad_name="UnsafeViewBackward0",
+                         shape=(*out.shape[:-2], out.shape[-1]))
+        return apply(P.reshape, out, grad_name="SqueezeBackward4", shape=tuple(out.shape[1:]))
     if db == 1:
-        return squeeze(matmul(a, unsqueeze(b, -1)), -1)
+        out = matmul(a, unsqueeze(b, -1))
+        return apply(P.reshape, out, grad_name="UnsafeViewBackward0", shape=tuple(out.shape[:-1]))
     if da == 2 and db == 2:
         return _mm(a, b)
     if db == 2:  # fold the batch into rows: one large mm, as PyTorch does
         flat = reshape(a, (-1, a.shape[-1]))
         out = _mm(flat, b)
         return reshape(out, (*a.shape[:-1], b.shape[-1]), grad_name="UnsafeViewBackward0")
-    return apply(P.matmul, a, b, grad_name="BmmBackward0")
+    out = apply(P.matmul, a, b, grad_name="BmmBackward0")
+    # PyTorch's last step (and so its grad_fn name): a contiguous() of a transposed result
+    # for 2-D @ batched, an _unsafe_view of the bmm result otherwise
+    return apply(P.reshape, out, grad_name="CloneBackward0" if da == 2 else "UnsafeViewBackward0",
+                 shape=tuple(out.shape))
 
 
 def mm(a, b):
@@ -648,7 +704,7 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
             dtype = torch.get_default_dtype()
     out = apply(P.full, shape=tuple(size), value=fill_value, dtype=dtype,
                 device=torch.device(device or "cpu"))
-    return out.requires_grad_(True) if requires_grad else out
+    return out._factory_requires_grad() if requires_grad else out
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
@@ -727,20 +783,23 @@ tanh_ = _inplace_unary(P.tanh)
 sqrt_ = _inplace_unary(P.sqrt)
 
 
-def fill_(self, value):
+def fill_(self, value, *, grad_name=None):
     from fusegrad.tensor import _check_inplace
 
     _check_inplace(self)
-    if trace_state.tracer is None and not (self.requires_grad and _mode.enabled):
+    tracked = _mode.enabled and (self.requires_grad or (
+        isinstance(value, Tensor) and value.requires_grad))
+    if trace_state.tracer is None and not tracked:
         self._data.fill_(value._data if isinstance(value, Tensor) else value)
         self._vc[0] += 1
         return self
-    return _write(self, full_like(self, value) if isinstance(value, Scalar)
-                  else expand(cast(value, self.dtype), self.shape))
+    if isinstance(value, Scalar):
+        return _write(self, full_like(self, value), grad_name or "FillBackward2")
+    return _write(self, expand(cast(value, self.dtype), self.shape), "FillBackward3")
 
 
 def zero_(self):
-    return fill_(self, 0)
+    return fill_(self, 0, grad_name="ZeroBackward0")
 
 
 def copy_(self, src, non_blocking=False):
@@ -756,15 +815,24 @@ def copy_(self, src, non_blocking=False):
     value = expand(cast(src, self.dtype), self.shape)
     if tuple(value.shape) == tuple(self.shape) and value is src:
         value = clone(value)
-    return _write(self, value)
+    return _write(self, value, "CopyBackwards")
 
 
-def _write(self, value):
+def _write(self, value, grad_name):
     """Make ``value`` the new content of ``self`` (functional form of an in-place write)."""
     if trace_state.tracer is not None:
         trace_state.tracer.write(self, value)
         self._vc[0] += 1
         return self
+    if _mode.enabled and (self.requires_grad or value.requires_grad):
+        if self._base is not None:
+            # the base would not see the new history (PyTorch's CopySlices is not built)
+            raise RuntimeError(
+                "copy_/fill_/zero_: in-place operations on a view are not supported when "
+                "autograd records them; use the out-of-place op instead")
+        # one node, named as PyTorch's, that sends the old content a zero gradient
+        value = apply(P.where, zeros_like(self, dtype=torch.bool), self, value,
+                      grad_name=grad_name)
     self._data.copy_(value._data)
     self._vc[0] += 1
     if value.grad_fn is not None and _mode.enabled:
@@ -894,6 +962,13 @@ def _new_factory(fn):
     return method
 
 
+def _rtruediv(self, other):
+    # PyTorch computes ``2 / x`` as ``x.reciprocal() * 2``, hence its MulBackward0
+    if isinstance(other, Scalar):
+        return apply(P.div, other, self, grad_name="MulBackward0", scalar_edges=False)
+    return div(other, self)
+
+
 def _bind_methods():
     for name, fn in _METHODS.items():
         setattr(Tensor, name, fn)
@@ -906,7 +981,7 @@ def _bind_methods():
     ops = {
         "__add__": add, "__radd__": lambda s, o: add(s, o), "__sub__": sub,
         "__rsub__": lambda s, o: sub(o, s), "__mul__": mul, "__rmul__": lambda s, o: mul(s, o),
-        "__truediv__": div, "__rtruediv__": lambda s, o: div(o, s), "__pow__": pow,
+        "__truediv__": div, "__rtruediv__": _rtruediv, "__pow__": pow,
         "__rpow__": lambda s, o: pow(o, s), "__matmul__": matmul,
         "__rmatmul__": lambda s, o: matmul(o, s), "__neg__": neg, "__abs__": abs,
         "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,

@@ -202,7 +202,6 @@ def _where_meta(c, a, b):
     check(
         not isinstance(c, Scalar) and c.dtype == torch.bool,
         lambda: f"where: expected condition to be a bool tensor, got {fmt_operand(c)}",
-        TypeError,
     )
     shape = broadcast_shapes("where", c.shape, broadcast_shapes(
         "where", () if isinstance(a, Scalar) else a.shape, () if isinstance(b, Scalar) else b.shape))
@@ -214,7 +213,11 @@ def _clamp_meta(x, lo=None, hi=None):
         lo is not None or hi is not None,
         lambda: "clamp: At least one of 'min' or 'max' must not be None",
     )
-    return Aval(x.shape, x.dtype, x.device)
+    dtype = x.dtype
+    for bound in (lo, hi):  # clamp(int tensor, min=0.5) is float, as in PyTorch
+        if bound is not None:
+            dtype = torch.promote_types(dtype, result_dtype(x, bound))
+    return Aval(x.shape, dtype, x.device)
 
 
 def _cast_meta(x, dtype):
@@ -385,14 +388,17 @@ def _vjp_sub(ctx, g):
 
 
 def _vjp_mul(ctx, g):
-    a, b = ctx.inputs
-    return _unbroadcast(ctx, (g * b if _needs(ctx, 0) else None, g * a if _needs(ctx, 1) else None))
+    # read an operand only for the other's gradient: PyTorch saves no more than that, so an
+    # in-place change of an operand whose partner needs no gradient is no error
+    x = ctx.inputs
+    return _unbroadcast(ctx, (g * x[1] if _needs(ctx, 0) else None,
+                              g * x[0] if _needs(ctx, 1) else None))
 
 
 def _vjp_div(ctx, g):
-    a, b = ctx.inputs
-    ga = g / b if _needs(ctx, 0) else None
-    gb = -g * a / (b * b) if _needs(ctx, 1) else None
+    x = ctx.inputs  # a is read only for b's gradient, as in _vjp_mul
+    ga = g / x[1] if _needs(ctx, 0) else None
+    gb = -g * x[0] / (x[1] * x[1]) if _needs(ctx, 1) else None
     return _unbroadcast(ctx, (ga, gb))
 
 
@@ -515,9 +521,9 @@ def _vjp_cat(ctx, g):
 
 
 def _vjp_matmul(ctx, g):
-    a, b = ctx.inputs
-    ga = sum_to(F.matmul(g, F.transpose(b, -1, -2)), a.shape) if _needs(ctx, 0) else None
-    gb = sum_to(F.matmul(F.transpose(a, -1, -2), g), b.shape) if _needs(ctx, 1) else None
+    x, (sa, sb) = ctx.inputs, (av.shape for av in ctx.avals)  # as in _vjp_mul
+    ga = sum_to(F.matmul(g, F.transpose(x[1], -1, -2)), sa) if _needs(ctx, 0) else None
+    gb = sum_to(F.matmul(F.transpose(x[0], -1, -2), g), sb) if _needs(ctx, 1) else None
     return ga, gb
 
 
@@ -660,6 +666,24 @@ unslice = _register(Primitive(
 cat = _register(Primitive(
     "cat", "movement", _cat_meta, lambda *xs, dim: torch.cat(xs, dim), _vjp_cat, (),
     "CatBackward0", triton="kernel:cat",
+))
+
+
+def _log_softmax_meta(x, dim):
+    normalize_dims("log_softmax", dim, len(x.shape))
+    return Aval(x.shape, _float_result(x.dtype), x.device)
+
+
+def _vjp_log_softmax(ctx, g):
+    # d log_softmax: g - softmax * sum(g); softmax = exp(out)
+    return (g - F.exp(ctx.out) * F.sum(g, ctx.params["dim"], keepdim=True),)
+
+
+# A primitive rather than a decomposition: one ATen call in eager and on the cpu backend,
+# one row-reduction kernel on triton; the rule above keeps its derivative in fusegrad ops.
+log_softmax = _register(Primitive(
+    "log_softmax", "reduce", _log_softmax_meta, lambda x, dim: torch.log_softmax(x, dim),
+    _vjp_log_softmax, ("out",), "LogSoftmaxBackward0", triton="kernel:log_softmax",
 ))
 matmul = _register(Primitive(
     "matmul", "matmul", _matmul_meta, torch.matmul, _vjp_matmul, (0, 1), "MmBackward0",

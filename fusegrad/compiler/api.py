@@ -28,6 +28,10 @@ class RecompileLimitError(RuntimeError):
 
 
 
+def _eager_env() -> bool:
+    return os.environ.get("FUSEGRAD_EAGER") == "1"
+
+
 def debug_level() -> int:
     try:
         return int(os.environ.get("FUSEGRAD_DEBUG", "0"))
@@ -95,7 +99,9 @@ class CompiledFunction:
     # -- calling ----------------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        if self.backend == "eager" or os.environ.get("FUSEGRAD_EAGER") == "1":
+        if self.backend == "eager" or (not self.entries and _eager_env()):
+            # FUSEGRAD_EAGER is read until the first trace: reading os.environ on every
+            # replay would cost more than some whole steps
             return self.fn(*args, **kwargs)
         leaves: list[Tensor] = []
         structure = _flatten((args, kwargs), leaves)

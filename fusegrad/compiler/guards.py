@@ -141,19 +141,33 @@ def _mode_check(enabled):
 
 
 def _module_check(m):
+    # identity of every submodule's parameter and child entries, and the training flags:
+    # a replaced layer or parameter, or train()/eval(), needs a new trace
     modules = list(m.modules()) if hasattr(m, "modules") else [m]
-    flags = [sub.training for sub in modules]
-    params = [id(p) for p in m.parameters()]
+    snap = [(sub, sub.training, list(getattr(sub, "_parameters", {}).values()),
+             list(getattr(sub, "_modules", {}).values())) for sub in modules]
 
     def check(leaves, s):
-        for sub, f in zip(modules, flags):
-            if sub.training != f:
-                return f"{type(sub).__name__}.training {f} -> {sub.training}"
-        if [id(p) for p in m.parameters()] != params:
-            return f"the parameters of {type(m).__name__} were replaced"
+        for sub, training, params, children in snap:
+            if sub.training is not training:
+                return f"{type(sub).__name__}.training {training} -> {sub.training}"
+            if not _same_items(sub._parameters.values(), params):
+                return f"the parameters of {type(sub).__name__} were replaced"
+            if not _same_items(sub._modules.values(), children):
+                return f"the submodules of {type(sub).__name__} were replaced"
         return None
 
     return check
+
+
+def _same_items(now, before) -> bool:
+    """Identity of two sequences' items (plain loops: this runs on every replay)."""
+    if len(now) != len(before):
+        return False
+    for a, b in zip(now, before):
+        if a is not b:
+            return False
+    return True
 
 
 def _optimizer_groups_check(opt, tracer):
@@ -162,23 +176,30 @@ def _optimizer_groups_check(opt, tracer):
         for src in tracer.sources:
             if isinstance(src, Number):
                 lifted.add((id(src.container), src.key))
-    groups = [{k: v for k, v in g.items() if k != "params" and (id(g), k) not in lifted}
-              for g in opt.param_groups]
-    params = [[id(p) for p in g["params"]] for g in opt.param_groups]
-    state_keys = {id(p): frozenset(s) for p, s in opt.state.items()} if tracer else None
+    groups = [(g, [(k, v) for k, v in g.items() if k != "params" and (id(g), k) not in lifted],
+               list(g["params"])) for g in opt.param_groups]
+    state_keys = {p: frozenset(st) for p, st in opt.state.items()} if tracer else None
+    state_lens = [(p, len(k)) for p, k in state_keys.items()] if tracer else None
 
     def check(leaves, s):
         if len(opt.param_groups) != len(groups):
             return f"{type(opt).__name__}: number of param groups changed"
-        for i, (g, want, ps) in enumerate(zip(opt.param_groups, groups, params)):
-            for k, v in want.items():
+        for i, (g, (g0, want, ps)) in enumerate(zip(opt.param_groups, groups)):
+            for k, v in want:
                 if g.get(k) != v:
                     return f"{type(opt).__name__} param_groups[{i}][{k!r}] {v!r} -> {g.get(k)!r}"
-            if [id(p) for p in g["params"]] != ps:
+            if g is not g0 or not _same_items(g["params"], ps):
                 return f"{type(opt).__name__} param_groups[{i}] parameters changed"
         if state_keys is not None:
-            now = {id(p): frozenset(st) for p, st in opt.state.items()}
-            if now != state_keys:
+            st = opt.state
+            changed = len(st) != len(state_lens)
+            if not changed:
+                for p, n in state_lens:
+                    if p not in st or len(st[p]) != n:
+                        changed = True
+                        break
+            if changed:
+                now = {p: frozenset(v) for p, v in st.items()}
                 return f"{type(opt).__name__} state changed: {_state_diff(state_keys, now)}"
         return None
 
@@ -198,17 +219,17 @@ def _tracer_checks(tracer):
     for src in tracer.sources:
         if isinstance(src, Captured):
             t = src.tensor
-            captured.append((t, tuple(t._data.shape), t._data.dtype, t.requires_grad,
-                             src.name or "captured tensor"))
+            captured.append((t, t._data, tuple(t._data.shape), t._data.dtype,
+                             t.requires_grad, src.name or "captured tensor"))
         elif isinstance(src, Number):
             checks.append(_number_check(src.container, src.key, type(src.container[src.key])))
     grads = [(t, was_none, shape, t) for t, was_none, shape in tracer.grad_deps.values()]
     names = tracer.names
 
     def check_captured(leaves, s):
-        for t, shape, dtype, rg, name in captured:
+        for t, d0, shape, dtype, rg, name in captured:
             d = t._data
-            if tuple(d.shape) != shape or d.dtype != dtype:
+            if d is not d0 and (tuple(d.shape) != shape or d.dtype != dtype):
                 return f"{name} changed from {dtype}{list(shape)} to {d.dtype}{list(d.shape)}"
             if t.requires_grad != rg:
                 return f"{name}.requires_grad {rg} -> {t.requires_grad}"

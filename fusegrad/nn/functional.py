@@ -8,13 +8,18 @@ import warnings
 import torch
 
 from fusegrad import ops
-from fusegrad.ops import composite, log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
+from fusegrad.ops import composite, log_softmax, sigmoid, softmax, tanh  # noqa: F401
 from fusegrad.primitives import check
 from fusegrad.tensor import Tensor
 
 __all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "linear", "mse_loss",
            "l1_loss", "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
            "binary_cross_entropy", "dropout", "one_hot", "gelu", "leaky_relu", "silu"]
+
+
+def relu(input, inplace=False):
+    """``max(input, 0)``; ``inplace=True`` overwrites ``input`` (``ReluBackward0`` either way)."""
+    return ops.relu_(input) if inplace else ops.relu(input)
 
 
 def linear(input, weight, bias=None):
@@ -121,18 +126,25 @@ def _nll(logp, target, weight, ignore_index, reduction):
     squeeze = logp.dim() == 1
     if squeeze:
         logp, target = ops.unsqueeze(logp, 0), ops.unsqueeze(target, 0)
+    # M holds each position's weight at its target class and 0 elsewhere: the loss is
+    # -sum(logp * M) and the 'mean' denominator sum(M). A target equal to ignore_index
+    # outside [0, C) matches no class, so only an in-range ignore_index needs a mask.
     mask = _class_mask(logp, target)
-    valid = ops.cast(ops.ne(target, ignore_index), logp.dtype)
-    w = valid if weight is None else ops.mul(ops.sum(ops.mul(mask, weight), 1), valid)
-    # move class dim last for N-d inputs so the sum below picks one class per position
-    picked = ops.sum(ops.mul(logp, mask), 1)
-    loss = ops.neg(ops.mul(picked, w))
+    if 0 <= ignore_index < logp.shape[1]:
+        keep = ops.cast(ops.ne(target, ignore_index), logp.dtype)
+        mask = ops.mul(mask, ops.unsqueeze(keep, 1))
+    if weight is not None:
+        shape = [1] * logp.dim()
+        shape[1] = weight.shape[0]
+        mask = ops.mul(mask, ops.reshape(weight, shape))
+    picked = ops.mul(logp, mask)
     if reduction == "mean":
-        return ops.div(ops.sum(loss), ops.sum(w))
+        return ops.neg(ops.div(ops.sum(picked), ops.sum(mask)))
     if reduction == "sum":
-        return ops.sum(loss)
+        return ops.neg(ops.sum(picked))
     check(reduction == "none", lambda: f"{reduction} is not a valid value for reduction",
           ValueError)
+    loss = ops.neg(ops.sum(picked, 1))
     return ops.reshape(loss, ()) if squeeze else loss
 
 

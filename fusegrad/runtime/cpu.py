@@ -54,9 +54,13 @@ _OTHERS = {
     "unslice": "torch.slice_scatter(torch.zeros({p[shape]!r}, dtype={dtype}, device={dev}), "
                "{0}, {p[dim]}, {p[start]}, {p[stop]}, {p[step]})",
     "full": "torch.full({p[shape]!r}, {p[value]!r}, dtype={dtype}, device={dev})",
+    "log_softmax": "torch.log_softmax({0}, {p[dim]})",
     # fused calls made by _peephole
     "addmm": "torch.addmm({0}, {1}, {2}{out})",
     "threshold_backward": "torch.ops.aten.threshold_backward({0}, {1}, 0)",
+    "log_softmax_backward": "torch._log_softmax_backward_data({0}, {1}, {p[dim]}, {1}.dtype)",
+    "linear": "torch._C._nn.linear({0}, {1}, {2})",
+    "mm_t": "torch.mm({0}.t(), {1}{out})",
 }
 
 
@@ -70,9 +74,14 @@ class AtenCall:
         self.name = name
 
 
-_ADDMM, _ADD_SCALED, _SUB_SCALED, _THRESHOLD_BWD = (
+_ADDMM, _ADD_SCALED, _SUB_SCALED, _THRESHOLD_BWD, _LOG_SOFTMAX_BWD, _LINEAR, _MM_T = (
     AtenCall("addmm"), AtenCall("add_scaled"), AtenCall("sub_scaled"),
-    AtenCall("threshold_backward"))
+    AtenCall("threshold_backward"), AtenCall("log_softmax_backward"), AtenCall("linear"),
+    AtenCall("mm_t"))
+
+
+def _is_transpose(e):
+    return e is not None and e.prim.name == "permute" and tuple(e.params["dims"]) == (1, 0)
 
 
 def _is_number(x):
@@ -105,9 +114,42 @@ def _peephole(graph: Graph):
                 if pm is not None and len(mm.shape) == 2 and isinstance(bias, Var) \
                         and not bias.weak and bias.dtype == mm.dtype \
                         and tuple(o.shape) == tuple(mm.shape) and len(bias.shape) <= 2:
-                    new = Eqn(_ADDMM, [bias, *pm.inputs], {}, o, e.src)
+                    pt = single(pm.inputs[1], "permute")
+                    if _is_transpose(pt) and len(bias.shape) == 1:  # x @ W.T + b
+                        new = Eqn(_LINEAR, [pm.inputs[0], pt.inputs[0], bias], {}, o, e.src)
+                        absorbed.add(pt)
+                    else:
+                        new = Eqn(_ADDMM, [bias, *pm.inputs], {}, o, e.src)
                     absorbed.add(pm)
                     break
+        if new is None and n == "reshape":
+            # sum(x, dims, keepdim=True).reshape(without those dims): sum without keepdim
+            ps = single(ins[0], "sum")
+            if ps is not None and ps.params.get("keepdim") and ps.params.get("dims"):
+                dims = ps.params["dims"]
+                shape = [d for k, d in enumerate(ps.inputs[0].shape) if k not in dims]
+                if list(o.shape) == shape:
+                    new = Eqn(ps.prim, ps.inputs, {"dims": dims, "keepdim": False}, o, e.src)
+                    absorbed.add(ps)
+        if new is None and _is_transpose(e) and len(ins[0].shape) == 2:
+            pm = single(ins[0], "matmul")
+            pa = pm and single(pm.inputs[0], "permute")
+            if pm is not None and _is_transpose(pa) and len(pm.inputs[1].shape) == 2:
+                new = Eqn(_MM_T, [pm.inputs[1], pa.inputs[0]], {}, o, e.src)
+                absorbed.update((pm, pa))
+        if new is None and n == "sub" and isinstance(ins[1], Var):
+            # g - exp(out) * sum(g, dim, keepdim): the rule of log_softmax's vjp
+            pm = single(ins[1], "mul")
+            pe = pm and single(pm.inputs[0], "exp")
+            ps = pm and single(pm.inputs[1], "sum")
+            po = pe and prod.get(pe.inputs[0])
+            if pe is not None and ps is not None and po is not None \
+                    and po.prim.name == "log_softmax" and ps.inputs[0] is ins[0] \
+                    and ps.params.get("keepdim") and tuple(ps.params["dims"] or ()) == (
+                        po.params["dim"],) and tuple(ins[0].shape) == tuple(o.shape):
+                new = Eqn(_LOG_SOFTMAX_BWD, [ins[0], po.out], {"dim": po.params["dim"]}, o,
+                          e.src)
+                absorbed.update((pm, pe, ps))
         if new is None and n in ("add", "sub"):
             pairs = ((ins[0], ins[1]),) if n == "sub" else ((ins[0], ins[1]), (ins[1], ins[0]))
             for x, m in pairs:
@@ -224,6 +266,7 @@ def _generate(graph: Graph):
     free_at: dict[int, list] = {}
     buf_of = {}  # root var -> buffer name (preallocated or reused operand storage)
     release = {}  # buffer name -> index of the last use of the value it holds
+    storage = {}  # value name -> name of the buffer that holds it (for reordering)
     n_bufs = 0
 
     for i, e in enumerate(eqns):
@@ -235,6 +278,7 @@ def _generate(graph: Graph):
         fmt = dict(p=p, dtype=f"torch.{str(out.dtype).split('.')[-1]}",
                    dev=f"torch.device({str(out.device)!r})")
         if pn in _VIEWS:
+            storage[n] = storage.get(name_in[0], name_in[0])
             if pn == "slice":
                 fmt["sl"] = ", ".join([":"] * p["dim"] + [f"{p['start']}:{p['stop']}:{p['step']}"])
             lines.append(f"{n} = " + _VIEWS[pn].format(*name_in, **fmt))
@@ -243,7 +287,7 @@ def _generate(graph: Graph):
             # where's out= overload takes no Python numbers; relu has none
             elementwise = pn in _ELEMENTWISE and pn not in ("relu", "where")
             supports_out = elementwise or pn in ("sum", "amax", "amin", "matmul", "cat",
-                                                 "addmm")
+                                                 "addmm", "mm_t")
             if supports_out and out not in escaping:
                 # reuse a dying operand's storage, else a preallocated buffer
                 for x in e.vars():
@@ -287,7 +331,12 @@ def _generate(graph: Graph):
             call = _scalar_first(pn, e.inputs, name_in, weak) or tmpl.format(*name_in, **fmt)
             if dest and "out=" not in call:
                 call = f"{dest}.copy_({call})"
-            lines.append(f"{n} = {call}")
+            storage[n] = storage.get(dest, dest) if dest else n
+            ops = [storage.get(a, a) if isinstance(x, Var) and x not in weak else None
+                   for x, a in zip(e.inputs, name_in)]
+            inplace = _inplace_form(pn, name_in, ops, storage[n]) if dest else None
+            lines.append(_InPlace(n, storage[n], call, inplace, ops) if inplace
+                         else f"{n} = {call}")
         for key, dest in free_at.pop(i, ()):
             if release.get(dest) == i and dest.startswith("b"):
                 pool.setdefault(key, []).append(dest)
@@ -322,8 +371,123 @@ def _generate(graph: Graph):
             pk = const(s.param, "c")
             lines.append(f"{st}.state[{pk}][{s.key!r}] = _T({val})")
     lines.append(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
+    lines = _batch_inplace(lines)
     src = "def run(args):\n" + "\n".join("    " + ln for ln in lines) + "\n"
     return src, env
+
+
+# --------------------------------------------------------------------------- multi-tensor
+# Runs of in-place elementwise updates (an optimizer step over every parameter) become
+# one torch._foreach_* call per operation instead of one call per parameter.
+
+_FOREACH_UNARY = {"neg", "exp", "sqrt", "abs", "sigmoid", "log", "sin", "cos", "tanh"}
+
+
+class _InPlace:
+    """One in-place elementwise line: ``step`` is [(op, dest, other, alpha)] in
+    foreach terms (``other`` a buffer name, a number expression, or None)."""
+
+    def __init__(self, name, dest, line, steps, reads):
+        self.name, self.dest, self.line, self.steps = name, dest, line, steps
+        self.reads = {r for r in reads if r is not None} | {dest}
+
+    def __str__(self):
+        return f"{self.name} = {self.line}"
+
+
+def _inplace_form(pn, names, bufs, dest):
+    """The line as foreach steps writing ``dest`` in place, or None."""
+    if pn in _FOREACH_UNARY and bufs[0] == dest:
+        return [(pn, dest, None, None)]
+    if pn in ("add", "mul", "sub", "div"):
+        a, b = names
+        if bufs[0] == dest:
+            return [(pn, dest, b, None)]
+        if bufs[1] == dest and pn in ("add", "mul"):
+            return [(pn, dest, a, None)]
+        return None
+    if pn in ("add_scaled", "sub_scaled"):
+        x, y, s = names
+        op = "add" if pn == "add_scaled" else "sub"
+        if bufs[0] == dest:
+            return [(op, dest, y, s)]
+        if bufs[1] == dest:  # y <- x +/- s*y: scale y in place, then add x
+            return [("mul", dest, s if op == "add" else f"(-{s})", None),
+                    ("add", dest, x, None)]
+    return None
+
+
+def _batch_inplace(lines):
+    out, run = [], []
+    for ln in lines + [None]:
+        if isinstance(ln, _InPlace):
+            run.append(ln)
+            continue
+        if run:
+            out += _schedule_run(run)
+            run = []
+        if ln is not None:
+            out.append(ln)
+    return [str(x) for x in out]
+
+
+def _schedule_run(run):
+    """List-schedule a run of in-place lines (respecting reads and writes of buffers),
+    emitting together the ready lines that do the same operation."""
+    if len(run) < 2:
+        return run
+    preds = {i: set() for i in range(len(run))}
+    for j, b in enumerate(run):
+        for i in range(j):
+            a = run[i]
+            if a.dest in b.reads or b.dest in a.reads:
+                preds[j].add(i)
+    done, out = set(), []
+    while len(done) < len(run):
+        ready = [i for i in range(len(run)) if i not in done and preds[i] <= done]
+        first = run[ready[0]]
+        key = _key(first)
+        group = [i for i in ready if _key(run[i]) == key] if key else [ready[0]]
+        if len(group) == 1:
+            out.append(str(run[group[0]]))
+        else:
+            out += _foreach_lines([run[i] for i in group])
+        done.update(group)
+    return out
+
+
+def _key(ln):
+    if len(ln.steps) != 1:
+        return ("multi", tuple((op, _other_kind(o), a) for op, _, o, a in ln.steps))
+    op, _, other, alpha = ln.steps[0]
+    return (op, _other_kind(other), alpha)
+
+
+def _other_kind(other):
+    if other is None:
+        return None
+    if other.startswith("v") or other.startswith("b") or other.startswith("k"):
+        return "tensor"
+    return ("number", other)
+
+
+def _foreach_lines(group):
+    lines = []
+    for k in range(len(group[0].steps)):
+        op, _, other, alpha = group[0].steps[k]
+        dests = "[" + ", ".join(ln.steps[k][1] for ln in group) + "]"
+        kind = _other_kind(other)
+        if kind is None:
+            call = f"torch._foreach_{op}_({dests})"
+        elif kind == "tensor":
+            others = "[" + ", ".join(ln.steps[k][2] for ln in group) + "]"
+            call = f"torch._foreach_{op}_({dests}, {others}" + (
+                f", alpha={alpha})" if alpha is not None else ")")
+        else:
+            call = f"torch._foreach_{op}_({dests}, {other})"
+        lines.append(call)
+    lines.append(", ".join(ln.name for ln in group) + " = " + ", ".join(ln.dest for ln in group))
+    return lines
 
 
 # arithmetic on lifted Python numbers stays Python arithmetic (as it was in eager)
