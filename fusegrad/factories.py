@@ -6,7 +6,7 @@ import torch
 
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.ops import _shape_arg, full, full_like, ones, ones_like, zeros, zeros_like
-from fusegrad.tensor import Tensor
+from fusegrad.tensor import Tensor, trace_state
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "from_torch", "empty", "empty_like", "eye",
            "arange", "linspace", "rand", "randn", "randint", "rand_like", "randn_like",
@@ -16,10 +16,13 @@ __all__ = ["tensor", "as_tensor", "from_numpy", "from_torch", "empty", "empty_li
 
 def _wrap(data, requires_grad=False):
     t = Tensor._make(data)
+    tracer = trace_state.tracer
+    if tracer is not None:
+        tracer.note_constant(t)  # made inside a compiled function: part of the program
     if _mode.inference:
         t._inference = True
     if requires_grad:
-        t.requires_grad_(True)
+        t._factory_requires_grad()
     return t
 
 
@@ -80,43 +83,64 @@ def empty(*size, dtype=None, device=None, requires_grad=False, **_):
     return _wrap(torch.empty(_shape_arg(size), dtype=dtype, device=device), requires_grad)
 
 
+def _random(make, shape, dtype, device, requires_grad=False):
+    """A random tensor from torch's generator; inside a compiled function, a graph input
+    drawn afresh on every call (in trace order), never a constant of the trace."""
+    tracer = trace_state.tracer
+    if tracer is None:
+        return _wrap(make(), requires_grad)
+    dtype = dtype or torch.get_default_dtype()
+    t = tracer.random_input(make, tuple(shape), dtype, torch.device(device or "cpu"))
+    return t.requires_grad_(True) if requires_grad else t
+
+
 def rand(*size, dtype=None, device=None, requires_grad=False, generator=None):
-    return _wrap(torch.rand(_shape_arg(size), dtype=dtype, device=device, generator=generator),
-                 requires_grad)
+    size = _shape_arg(size)
+    return _random(lambda: torch.rand(size, dtype=dtype, device=device, generator=generator),
+                   size, dtype, device, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):
-    return _wrap(torch.randn(_shape_arg(size), dtype=dtype, device=device, generator=generator),
-                 requires_grad)
+    size = _shape_arg(size)
+    return _random(lambda: torch.randn(size, dtype=dtype, device=device, generator=generator),
+                   size, dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=None, *, dtype=None, device=None, generator=None,
             requires_grad=False):
+    if size is None and isinstance(high, (tuple, list, torch.Size)):
+        low, high, size = 0, low, high  # randint(high, size)
     if high is None:
         low, high = 0, low
-    return _wrap(torch.randint(low, high, tuple(size), dtype=dtype or torch.int64,
-                               device=device, generator=generator), requires_grad)
+    size = tuple(size)
+    return _random(lambda: torch.randint(low, high, size, dtype=dtype or torch.int64,
+                                         device=device, generator=generator),
+                   size, dtype or torch.int64, device, requires_grad)
 
 
 def randperm(n, *, dtype=torch.int64, device=None, generator=None):
-    return _wrap(torch.randperm(n, dtype=dtype, device=device, generator=generator))
+    return _random(lambda: torch.randperm(n, dtype=dtype, device=device, generator=generator),
+                   (n,), dtype, device)
 
 
-def _like(fn):
-    def make(x, *, dtype=None, device=None, requires_grad=False):
-        return _wrap(fn(x._data, dtype=dtype, device=device), requires_grad)
-
-    make.__name__ = fn.__name__
-    return make
+def empty_like(x, *, dtype=None, device=None, requires_grad=False):
+    return _wrap(torch.empty(tuple(x.shape), dtype=dtype or x.dtype, device=device or x.device),
+                 requires_grad)
 
 
-empty_like = _like(torch.empty_like)
-rand_like = _like(torch.rand_like)
-randn_like = _like(torch.randn_like)
+def rand_like(x, *, dtype=None, device=None, requires_grad=False):
+    return rand(tuple(x.shape), dtype=dtype or x.dtype, device=device or x.device,
+                requires_grad=requires_grad)
+
+
+def randn_like(x, *, dtype=None, device=None, requires_grad=False):
+    return randn(tuple(x.shape), dtype=dtype or x.dtype, device=device or x.device,
+                 requires_grad=requires_grad)
 
 
 def randint_like(x, low, high=None, *, dtype=None, device=None):
-    return _wrap(torch.randint_like(x._data, low, high, dtype=dtype, device=device))
+    return randint(low, high, tuple(x.shape), dtype=dtype or x.dtype,
+                   device=device or x.device)
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):

@@ -146,7 +146,7 @@ class CompiledFunction:
                 if not self._warned:
                     warnings.warn(f"{e} Running {self.fn.__qualname__} eagerly.", stacklevel=3)
                     self._warned = True
-                guard = G.Guard.build(leaves, structure, enabled, None, watch)
+                guard = G.Guard.build(leaves, structure, enabled, None, watch, self.fn)
                 return _Entry(None, guard, f"eager fallback: {e.what}", eager=True)
             raise GraphBreak(e.what, e.where) from None
         t_trace = time.perf_counter() - t0
@@ -161,7 +161,7 @@ class CompiledFunction:
         elif diff:
             bwd = B.trace_backward(tracer, diff, len(leaves))
         graph: Graph = tracer.finish(res_leaves)
-        guard = G.Guard.build(leaves, structure, enabled, tracer, watch)
+        guard = G.Guard.build(leaves, structure, enabled, tracer, watch, self.fn)
         level = debug_level()
         log = None
         if level >= 3:

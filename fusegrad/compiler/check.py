@@ -80,9 +80,11 @@ def _leaves(obj, out):
 
 def run_checked(compiled, program, args, kwargs, leaves, structure):
     snap = _snapshot(program)
+    rng = torch.get_rng_state()
     eager_result = compiled.fn(*args, **kwargs)
     eager = _observe(program, eager_result)
     _restore(snap)
+    torch.set_rng_state(rng)  # both runs draw the same random numbers
     result = program(leaves, structure)
     got = _observe(program, result)
     for (what, want, e), (_, have, _) in zip(eager, got):

@@ -92,8 +92,10 @@ class Guard:
         return None
 
     @classmethod
-    def build(cls, leaves, structure, grad_enabled, tracer, watched):
+    def build(cls, leaves, structure, grad_enabled, tracer, watched, fn=None):
         checks = [_structure_check(structure), _args_check(leaves), _mode_check(grad_enabled)]
+        if fn is not None:
+            checks.append(_bindings_check(fn))
         for obj in watched:
             if _is_module(obj):
                 checks.append(_module_check(obj))
@@ -102,6 +104,33 @@ class Guard:
         if tracer is not None:
             checks += _tracer_checks(tracer)
         return cls(checks)
+
+
+def _bindings_check(fn):
+    """The global names and closure cells the function reads still hold the same objects
+    (a notebook that re-runs ``opt = SGD(...)`` must not keep updating the old one)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return lambda leaves, s: None
+    glb = getattr(fn, "__globals__", {})
+    names = [(n, glb[n]) for n in code.co_names if n in glb]
+    cells = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            cells.append((cell, cell.cell_contents))
+        except ValueError:  # an empty cell
+            pass
+
+    def check(leaves, s):
+        for n, obj in names:
+            if glb.get(n) is not obj:
+                return f"global {n!r} now refers to another object"
+        for cell, obj in cells:
+            if cell.cell_contents is not obj:
+                return "a variable the function closes over now refers to another object"
+        return None
+
+    return check
 
 
 def _structure_check(structure):

@@ -8,7 +8,7 @@ import time
 import torch
 
 from fusegrad.compiler.ir import Eqn, Graph, Var, verify
-from fusegrad.compiler.tracer import Const
+from fusegrad.compiler.tracer import Const, Random
 from fusegrad.primitives import PRIMS, Scalar
 
 # folding materialises values at compile time: keep constants small
@@ -35,7 +35,9 @@ def dce(graph: Graph) -> Graph:
             kept.append(e)
             live.update(e.vars())
     kept.reverse()
-    pairs = [(v, s) for v, s in zip(graph.inputs, graph.sources) if v in live]
+    # random draws stay even when unused: the generator must advance as it does eagerly
+    pairs = [(v, s) for v, s in zip(graph.inputs, graph.sources)
+             if v in live or isinstance(s, Random)]
     return graph.replace(eqns=kept, inputs=[v for v, _ in pairs], sources=[s for _, s in pairs],
                          history=graph.history + ["dce"])
 

@@ -103,6 +103,16 @@ class Const:
         return f"constant {dtype_shape(self.data)}"
 
 
+class Random:
+    """Drawn from torch's generator on every call, in trace order."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __str__(self):
+        return "random draw"
+
+
 class Number:
     def __init__(self, container, key):
         self.container, self.key = container, key
@@ -232,6 +242,9 @@ class Tracer:
     def note_constant(self, t: Tensor):
         self.created.add(id(t))
         self.keep.append(t)
+
+    def random_input(self, make, shape, dtype, device):
+        return Tensor._make(self.add_input(Var(shape, dtype, device), Random(make)))
 
     def lift_scalar(self, container, key):
         value = container[key]

@@ -13,8 +13,8 @@ import math
 import torch
 
 from fusegrad.compiler.ir import Eqn, Graph, Var
-from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Returned,
-                                      SetGrad, SetState, WriteInPlace)
+from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Random,
+                                      Returned, SetGrad, SetState, WriteInPlace)
 from fusegrad.tensor import Tensor
 
 # prim -> (ATen function or method template, supports out=, elementwise)
@@ -230,6 +230,8 @@ def _generate(graph: Graph):
             lines.append(f"{n} = {const(s.tensor, 'c')}._grad._data")
         elif isinstance(s, Const):
             names[v] = const(s.data, "k")
+        elif isinstance(s, Random):
+            lines.append(f"{n} = {const(s.make, 'r')}()")
         elif isinstance(s, Number):
             lines.append(f"{n} = {const(s.container, 'h')}[{s.key!r}]")
             weak.add(v)
