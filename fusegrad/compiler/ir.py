@@ -122,6 +122,23 @@ class Graph:
 
     __str__ = python
 
+    def to_callable(self):
+        """The printed IR executed as Python over the primitives' eager implementations:
+        the reference interpreter of the IR (inputs and outputs are torch tensors)."""
+        env = {name: p.impl for name, p in PRIMS.items()}
+        env["torch"] = torch
+        exec(compile(self.python(), "<fusegrad graph>", "exec"), env)
+        fn = env["graph"]
+        consts = [getattr(s, "data", None) if type(s).__name__ == "Const" else None
+                  for s in self.sources]
+
+        def call(*args):
+            """Values for the inputs that are not constants, in order."""
+            it = iter(args)
+            return fn(*[next(it) if c is None else c for c in consts])
+
+        return call
+
     def __repr__(self):
         return f"<Graph {len(self.inputs)} inputs, {len(self.eqns)} eqns, " \
                f"{len(self.outputs)} outputs>"

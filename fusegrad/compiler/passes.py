@@ -113,11 +113,11 @@ def simplify(graph: Graph) -> Graph:
     for e in graph.eqns:
         ins = [_subst(x, mapping) for x in e.inputs]
         e = Eqn(e.prim, ins, e.params, e.out, e.src)
+        e = _merge_chain(e, prod)
         same = _identity_of(e, consts, prod)
         if same is not None:
             mapping[e.out] = same
             continue
-        e = _merge_chain(e, prod)
         prod[e.out] = e
         kept.append(e)
     return _rewrite(graph, kept, mapping, "simplify")
