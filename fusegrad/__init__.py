@@ -60,3 +60,9 @@ def is_floating_point(x):
 
 __version__ = "0.1.0"
 from fusegrad import nn  # noqa: E402
+from fusegrad import compiler  # noqa: E402
+from fusegrad.compiler import compile  # noqa: E402,F401
+from fusegrad import optim  # noqa: E402
+from fusegrad.serialization import load, save  # noqa: E402
+get_num_threads = _torch.get_num_threads  # the eager backend's ATen thread pool
+set_num_threads = _torch.set_num_threads

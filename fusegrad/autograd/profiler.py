@@ -66,18 +66,19 @@ class profile:  # noqa: N801  (PyTorch's name)
         self._events = defaultdict(list)
 
     def __enter__(self):
-        from fusegrad import tensor
+        # the list itself: `from fusegrad import tensor` would give the factory function
+        from fusegrad.tensor import _profile
 
         if self.enabled:
-            self._prev = tensor._profile[0]
-            tensor._profile[0] = self
+            self._prev = _profile[0]
+            _profile[0] = self
         return self
 
     def __exit__(self, *exc):
-        from fusegrad import tensor
+        from fusegrad.tensor import _profile
 
         if self.enabled:
-            tensor._profile[0] = self._prev
+            _profile[0] = self._prev
         return False
 
     def run(self, prim, datas, params):
