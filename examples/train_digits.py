@@ -157,7 +157,41 @@ def main(argv=None):
     bar.close()
     print(f"trained {args.epochs - start_epoch} epochs in {time.perf_counter() - t0:.1f} s; "
           f"held-out accuracy {result['accuracy']:.4f}; checkpoint: {args.checkpoint}")
+    if args.compile:
+        report_compiled(train_step, model, optimizer, loss_fn, x_train, y_train, args)
     return result
+
+
+def report_compiled(train_step, model, optimizer, loss_fn, x, y, args, iters=200):
+    """Compile time, the step time against eager on copies of the model, program stats."""
+    import copy
+    import statistics
+
+    progs = train_step.programs
+    compile_s = sum(p.compile_times["total"] for p in progs)
+    print(f"compiled {len(progs)} signature(s) in {compile_s * 1e3:.1f} ms "
+          f"(backend {progs[-1].backend})")
+    xb, yb = x[:args.batch_size], y[:args.batch_size]
+    times = {}
+    for name in ("eager", "compiled"):
+        m = copy.deepcopy(model)
+        opt = build_optimizer(m, args)
+        opt.load_state_dict(optimizer.state_dict())
+        step = make_train_step(m, loss_fn, opt)
+        if name == "compiled":
+            step = fusegrad.compile(step)
+        for _ in range(10):
+            step(xb, yb)
+        samples = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            step(xb, yb)
+            samples.append(time.perf_counter() - t)
+        times[name] = statistics.median(samples)
+    print(f"step time (median of {iters}): eager {times['eager'] * 1e6:.0f} us, compiled "
+          f"{times['compiled'] * 1e6:.0f} us ({times['eager'] / times['compiled']:.2f}x)")
+    stats = progs[-1].stats()
+    print("program: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
 
 
 def save_checkpoint(path, model, optimizer, result):
