@@ -399,3 +399,21 @@ def test_globals_rebound_retrace():
     assert_close(c(x), x * 3, "first")
     g["w"] = fg.ones(4)
     assert_close(c(x), x * 4, "after rebinding w")
+
+
+def test_grad_zeroed_in_place_without_backward():
+    m = make_model()
+    x, _ = make_data()
+    m(x).sum().backward()
+
+    def zero():
+        for p in m.parameters():
+            p.grad.zero_()
+
+    c = fg.compile(zero)
+    c()
+    assert all(T.count_nonzero(p.grad._data) == 0 for p in m.parameters())
+    m(x).sum().backward()  # grads are new values again
+    held = m[0].weight.grad
+    c()
+    assert T.count_nonzero(held._data) == 0  # the replay wrote into the current .grad

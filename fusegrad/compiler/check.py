@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.tracer import Captured, Returned, SetGrad, SetState, WriteInPlace
+from fusegrad.compiler.tracer import (Captured, SetGrad, SetState, WriteGradInPlace,
+                                      WriteInPlace)
 from fusegrad.tensor import Tensor
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -18,7 +19,7 @@ def _snapshot(program):
     for s in program.graph.sinks:
         if isinstance(s, WriteInPlace):
             snap.append(("data", s.tensor, s.tensor._data.clone()))
-        elif isinstance(s, SetGrad):
+        elif isinstance(s, (SetGrad, WriteGradInPlace)):
             g = s.tensor._grad
             snap.append(("grad", s.tensor, None if g is None else g._data.clone()))
         elif isinstance(s, SetState):
@@ -58,7 +59,7 @@ def _observe(program, result):
         e = prod.get(o) if isinstance(o, Var) else None
         if isinstance(s, WriteInPlace):
             seen.append((str(s), s.tensor._data.clone(), e))
-        elif isinstance(s, SetGrad):
+        elif isinstance(s, (SetGrad, WriteGradInPlace)):
             g = s.tensor._grad
             seen.append((str(s), None if g is None else g._data.clone(), e))
         elif isinstance(s, SetState):

@@ -93,6 +93,7 @@ def _paren(c) -> str:
 
 
 def add_terms(terms) -> int | str:
+    terms = list(terms)
     const = sum(t for t in terms if isinstance(t, int))
     parts = [t for t in terms if not isinstance(t, int)]
     if const:

@@ -41,13 +41,14 @@ class Program:
 
             self._impl = CpuProgram(graph)
             self.source = self._impl.source
-            self.kernels = _cpu_kernels(graph)
+            self._groups = None  # the fused schedule, computed when introspection asks
         elif backend == "triton":
             from fusegrad.runtime.triton_backend import TritonProgram
 
             self._impl = TritonProgram(graph)
             self.source = self._impl.source
-            self.kernels = self._impl.kernels
+            self._groups = self._impl.groups
+            self._kernels = self._impl.kernels
         else:
             raise ValueError(f"fusegrad.compile: unknown backend {backend!r}")
         self.codegen_time = time.perf_counter() - t0
@@ -74,11 +75,32 @@ class Program:
 
     # -- introspection ---------------------------------------------------------------------
 
+    @property
+    def groups(self):
+        """The fused schedule (``compiler.schedule.Group``s); the cpu backend reports the
+        same kernels the triton backend launches."""
+        if self._groups is None:
+            from fusegrad.compiler import schedule
+
+            self._groups = schedule.schedule(self.graph)
+        return self._groups
+
+    @property
+    def kernels(self):
+        if self.backend == "triton":
+            return self._kernels
+        from fusegrad.compiler import schedule
+
+        return schedule.kernel_summaries(self.groups)
+
     def stats(self) -> dict:
+        from fusegrad.compiler import schedule
+
+        st = schedule.stats(self.groups)
         return {
-            "n_kernels": len(self.kernels),
-            "bytes_moved": bytes_moved(self.graph, self.kernels),
-            "flops": passes.flops(self.graph),
+            "n_kernels": st["n_kernels"],
+            "bytes_moved": st["bytes_moved"],
+            "flops": st["flops"],
             "n_ops": len(self.graph.eqns),
             "n_inputs": len(self.graph.inputs),
             "n_outputs": len(self.graph.outputs),

@@ -142,6 +142,7 @@ class Group:
     index: int = 0
     update: str | None = None  # "sgd" / "adam": the optimizer step it applies, if any
     update_src: str | None = None
+    dests: dict = field(default_factory=dict)  # stored Var -> storages it is written to
 
     @property
     def kind(self) -> str:
@@ -861,7 +862,8 @@ def _make_group(s: _Scheduler, eqns) -> Group:
     loads, scalars, stores = group_io(an, eqns)
     upd, upd_src = _update_kind(an, eqns)
     return Group(eqns, lay, list(loads), scalars, stores, io_bytes(an, eqns),
-                 sum(eqn_flops(e) for e in eqns), update=upd, update_src=upd_src)
+                 sum(eqn_flops(e) for e in eqns), update=upd, update_src=upd_src,
+                 dests={v: an.n_dests(v) for v in stores})
 
 
 def _finish_multi(m: Group):
@@ -874,6 +876,7 @@ def _finish_multi(m: Group):
             if v not in m.scalars:
                 m.scalars.append(v)
         m.outputs.extend(seg.outputs)
+        m.dests.update(seg.dests)
         m.bytes_moved += seg.bytes_moved
         m.flops += seg.flops
 

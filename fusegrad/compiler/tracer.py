@@ -141,6 +141,14 @@ class WriteInPlace:
         return f"written in place into {self.name or 'captured tensor'}"
 
 
+class WriteGradInPlace:
+    def __init__(self, tensor, name=None):
+        self.tensor, self.name = tensor, name
+
+    def __str__(self):
+        return f"written in place into {self.name or 'tensor'}.grad"
+
+
 class SetGrad:
     def __init__(self, tensor, name=None):
         self.tensor, self.name = tensor, name
@@ -308,6 +316,14 @@ class Tracer:
         for t in self.written.values():
             if id(t) in self.created:
                 continue  # a constant made during the trace: its new value goes elsewhere
+            owner = self.grad_owner.get(id(t))
+            if owner is not None:
+                # a .grad updated in place (zero_grad(set_to_none=False)): on a replay the
+                # owner's .grad is another object, so write through the owner
+                if owner._grad is t:
+                    outputs.append(self.env[id(t)][1])
+                    sinks.append(WriteGradInPlace(owner, self.names.get(id(owner))))
+                continue
             outputs.append(self.env[id(t)][1])
             sinks.append(WriteInPlace(t, self.names.get(id(t))))
         for t, before in self.grad_snap.values():

@@ -14,7 +14,8 @@ import torch
 
 from fusegrad.compiler.ir import Eqn, Graph, Var
 from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Random,
-                                      Returned, SetGrad, SetState, WriteInPlace)
+                                      Returned, SetGrad, SetState, WriteGradInPlace,
+                                      WriteInPlace)
 from fusegrad.tensor import Tensor
 
 # prim -> (ATen function or method template, supports out=, elementwise)
@@ -365,6 +366,10 @@ def _generate(graph: Graph):
             if buf_of.get(o) != names.get(_input_of(graph, s.tensor)):
                 lines.append(f"{c}._data.copy_({val})")
             lines.append(f"{c}._vc[0] += 1")
+        elif isinstance(s, WriteGradInPlace):
+            c = const(s.tensor, "c")
+            lines.append(f"{c}._grad._data.copy_({val})")
+            lines.append(f"{c}._grad._vc[0] += 1")
         elif isinstance(s, SetGrad):
             c = const(s.tensor, "c")
             lines.append(f"{c}._grad = " + ("None" if val == "None" else f"_T({val})"))
