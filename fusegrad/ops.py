@@ -13,7 +13,7 @@ import torch
 
 from fusegrad import primitives as P
 from fusegrad.autograd.grad_mode import _mode
-from fusegrad.autograd.node import CompositeNode, Node, node_class
+from fusegrad.autograd.node import CompositeNode, Node, SavedTensor, node_class
 from fusegrad.primitives import Scalar, check, normalize_dims
 from fusegrad.tensor import Tensor, apply, apply_inplace, trace_state
 
@@ -34,12 +34,14 @@ def _t(x):
 # --------------------------------------------------------------------------- composites
 
 
-def composite(grad_name, saves=True):
+def composite(grad_name, saves=True, saves_out=False):
     """Make ``fn`` (a decomposition into other ops) one autograd node called ``grad_name``.
 
     Under a trace, or when nothing needs a gradient, the decomposition simply runs.
     ``saves=False`` marks ops whose PyTorch node saves no tensors (mean, stack): their
-    backward can run again without ``retain_graph``, as in PyTorch.
+    backward can run again without ``retain_graph``, as in PyTorch. ``saves_out=True``
+    marks ops whose PyTorch node saves its result (softmax, logsumexp, norm): an in-place
+    change of the result makes backward raise, as in PyTorch.
     """
 
     def deco(fn):
@@ -47,7 +49,8 @@ def composite(grad_name, saves=True):
         def wrapper(*args, **kwargs):
             if trace_state.tracer is not None or not _mode.enabled:
                 return fn(*args, **kwargs)
-            tensors = [a for a in args if isinstance(a, Tensor)]
+            # integer tensors (class targets, indices) get no edge, as in PyTorch's nodes
+            tensors = [a for a in args if isinstance(a, Tensor) and P.is_float(a.dtype)]
             if not _any(t.requires_grad for t in tensors):
                 return fn(*args, **kwargs)
             inner = fn(*args, **kwargs)
@@ -63,7 +66,10 @@ def composite(grad_name, saves=True):
             node.inner_inputs = [t if t.requires_grad else None for t in tensors]
             if not saves:
                 node.metadata["keeps_inner"] = True
-            return Tensor._make(inner._data, grad_fn=node, vc=inner._vc)
+            out = Tensor._make(inner._data, grad_fn=node, vc=inner._vc)
+            if saves_out:
+                node.metadata["saved_out"] = SavedTensor(out, node)
+            return out
 
         return wrapper
 
@@ -200,7 +206,19 @@ def where(condition, x, y):
 
 
 def clamp(x, min=None, max=None):
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        return _clamp_tensor(x, min, max)
     return apply(P.clamp, x, lo=min, hi=max)
+
+
+@composite("ClampBackward0")
+def _clamp_tensor(x, lo, hi):
+    # tensor bounds: min(max(x, lo), hi) as two selects, so x gets the gradient where
+    # lo <= x <= hi and each bound where it is the result, as in PyTorch
+    check(lo is not None or hi is not None,
+          lambda: "clamp: At least one of 'min' or 'max' must not be None")
+    out = x if lo is None else where(lt(x, lo), lo, x)
+    return out if hi is None else where(gt(out, hi), hi, out)
 
 
 clip = clamp
@@ -265,12 +283,19 @@ def amin(x, dim=(), keepdim=False):
     return apply(P.amin, x, dims=dims, keepdim=keepdim)
 
 
-_MinMax = namedtuple("_MinMax", ["values", "indices"])
+def _return_type(name):
+    """A (values, indices) named tuple that prints as PyTorch's ``torch.return_types.<name>``."""
+
+    def __repr__(self):
+        return f"torch.return_types.{name}(\nvalues={self.values!r},\nindices={self.indices!r})"
+
+    return type(name, (namedtuple(name, ["values", "indices"]),),
+                {"__slots__": (), "__repr__": __repr__, "__str__": __repr__})
 
 
 class return_types:
-    max = _MinMax
-    min = _MinMax
+    max = _return_type("max")
+    min = _return_type("min")
 
 
 def argmax(x, dim=None, keepdim=False):
@@ -290,9 +315,9 @@ def max(x, dim=None, keepdim=False):
         return apply(P.amax, x, grad_name="MaxBackward1", dims=None, keepdim=False)
     indices = argmax(x, dim, keepdim)
     if _picks_by_index(x):
-        return _MinMax(_max_values(x, dim, keepdim, indices=indices), indices)
+        return return_types.max(_max_values(x, dim, keepdim, indices=indices), indices)
     values = apply(P.amax, x, grad_name="MaxBackward0", dims=(dim,), keepdim=keepdim)
-    return _MinMax(values, indices)
+    return return_types.max(values, indices)
 
 
 def min(x, dim=None, keepdim=False):
@@ -302,9 +327,9 @@ def min(x, dim=None, keepdim=False):
         return apply(P.amin, x, grad_name="MinBackward1", dims=None, keepdim=False)
     indices = argmin(x, dim, keepdim)
     if _picks_by_index(x):
-        return _MinMax(_min_values(x, dim, keepdim, indices=indices), indices)
+        return return_types.min(_min_values(x, dim, keepdim, indices=indices), indices)
     values = apply(P.amin, x, grad_name="MinBackward0", dims=(dim,), keepdim=keepdim)
-    return _MinMax(values, indices)
+    return return_types.min(values, indices)
 
 
 def _picks_by_index(x):
@@ -325,7 +350,7 @@ _max_values = composite("MaxBackward0")(_pick)
 _min_values = composite("MinBackward0")(_pick)
 
 
-@composite("SoftmaxBackward0")
+@composite("SoftmaxBackward0", saves_out=True)
 def softmax(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -342,7 +367,7 @@ def log_softmax(x, dim, dtype=None):
     return apply(P.log_softmax, x, dim=dim)
 
 
-@composite("LogsumexpBackward0")
+@composite("LogsumexpBackward0", saves_out=True)
 def logsumexp(x, dim, keepdim=False):
     m = amax(x, dim, keepdim=True).detach()
     r = add(log(sum(exp(sub(x, m)), dim, keepdim=True)), m)
@@ -354,7 +379,7 @@ def _norm(x, p=2, dim=None, keepdim=False):
     return sqrt(sum(mul(x, x), dim, keepdim))
 
 
-_norm_node = composite("LinalgVectorNormBackward0")(_norm)
+_norm_node = composite("LinalgVectorNormBackward0", saves_out=True)(_norm)
 
 
 def norm(x, p=2, dim=None, keepdim=False):
@@ -876,7 +901,12 @@ def type_as(x, other):
 
 
 def contiguous(x, memory_format=None):
-    return x
+    d = x._data
+    if not isinstance(d, torch.Tensor) or d.is_contiguous():
+        return x  # in a trace, layout is the compiler's business
+    out = apply(P.copy, x)  # CloneBackward0, as PyTorch's contiguous()
+    out._data = out._data.contiguous()  # clone keeps a transposed layout; this copy does not
+    return out
 
 
 def detach(x):

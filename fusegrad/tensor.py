@@ -70,7 +70,9 @@ def record_node(prim, args, params, out, needs, grad_name=None, scalar_edges=Tru
 
     cls = node_class(grad_name or prim.grad_name)
     node = cls.__new__(cls)
-    keep = [i for i, a in enumerate(args) if scalar_edges or isinstance(a, Tensor)]
+    # where's condition gets no edge: PyTorch's WhereBackward0 has edges for (self, other)
+    keep = [i for i, a in enumerate(args) if (scalar_edges or isinstance(a, Tensor))
+            and not (prim.kind == "ternary" and i == 0)]
     Node.__init__(node, [
         gradient_edge(args[i]) if isinstance(args[i], Tensor) and needs[i] else (None, 0)
         for i in keep
@@ -151,6 +153,9 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value):
+        if value and not is_float(self.dtype):
+            raise RuntimeError(
+                "only Tensors of floating point and complex dtype can require gradients")
         self.requires_grad_(value)
 
     def requires_grad_(self, requires_grad=True):
@@ -162,10 +167,16 @@ class Tensor:
                 "a computed variable in a subgraph that doesn't require differentiation use "
                 "var_no_grad = var.detach().")
         if requires_grad and not is_float(self.dtype):
-            raise RuntimeError(
-                "Only Tensors of floating point and complex dtype can require gradients")
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
         self._requires_grad = bool(requires_grad)
         return self
+
+    def _factory_requires_grad(self):
+        """``requires_grad=True`` of a factory (PyTorch words this error differently)."""
+        if not is_float(self.dtype):
+            raise RuntimeError(
+                "Only Tensors of floating point and complex dtype can require gradients")
+        return self.requires_grad_(True)
 
     @property
     def is_leaf(self) -> bool:
@@ -173,7 +184,7 @@ class Tensor:
 
     @property
     def grad(self):
-        if self.grad_fn is not None and not self._retains_grad():
+        if self.grad_fn is not None and not self._retains_grad() and self._grad is None:
             warnings.warn(
                 "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. "
                 "Its .grad attribute won't be populated during autograd.backward(). If you "
@@ -194,14 +205,19 @@ class Tensor:
                     f"assigned grad expected to be a Tensor or None but got grad of type "
                     f"{type(value).__name__}")
             if value.dtype != self.dtype:
+                # PyTorch's words: a C++ type name for the gradient, a ScalarType for the tensor
                 raise RuntimeError(
-                    "attempting to assign a gradient with dtype "
-                    f"'{value.dtype}' to a tensor with dtype '{self.dtype}'. Please ensure "
-                    "that the gradient and the tensor have the same dtype")
+                    f"attempting to assign a gradient with dtype '{_cpp_name(value.dtype)}' to "
+                    f"a tensor with grad_dtype '{_scalar_type(self.dtype)}'. The gradient must "
+                    "match the tensor's grad_dtype (defaults to the tensor's dtype). You can set "
+                    "the tensor's grad_dtype attribute with a specific dtype, or None to allow "
+                    "any dtype. Set grad_dtype with caution. Diverging the dtypes of a tensor "
+                    "and its gradient may break downstream systems that assume they match.")
             if value.shape != self.shape:
                 raise RuntimeError(
-                    f"assigned grad has data of a different size: expected "
-                    f"{list(self.shape)}, got {list(value.shape)}")
+                    f"attempting to assign a gradient of size '{list(value.shape)}' to a tensor "
+                    f"of size '{list(self.shape)}'. Please ensure that the gradient and the "
+                    "tensor are the same size")
         tracer = trace_state.tracer
         if tracer is not None:
             tracer.write_grad(self, value)
@@ -221,6 +237,11 @@ class Tensor:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         if self.grad_fn is None:
             return  # leaves always keep their .grad
+        if trace_state.tracer is not None:
+            raise RuntimeError(
+                "fusegrad.compile: retain_grad() inside a compiled function is not supported "
+                "(the tensor it would fill lives only inside the trace); return the value you "
+                "need, or call retain_grad outside the compiled function")
         node = self.grad_fn
         if node._retains is None:
             node._retains = {}
@@ -446,6 +467,23 @@ class Tensor:
         return t
 
 
+_SCALAR_TYPES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+                 torch.bfloat16: "BFloat16", torch.int64: "Long", torch.int32: "Int",
+                 torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
+                 torch.bool: "Bool"}
+_CPP_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half",
+              torch.bfloat16: "c10::BFloat16", torch.int64: "long int", torch.int32: "int",
+              torch.bool: "bool"}
+
+
+def _scalar_type(dtype) -> str:
+    return _SCALAR_TYPES.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def _cpp_name(dtype) -> str:
+    return _CPP_NAMES.get(dtype, str(dtype).replace("torch.", ""))
+
+
 def _rebuild(data, requires_grad, cls=Tensor):
     t = cls._make(data)
     t._requires_grad = requires_grad
@@ -470,6 +508,11 @@ def _check_inplace(t):
     if _mode.enabled and t.grad_fn is None and t._requires_grad:
         raise RuntimeError(
             "a leaf Variable that requires grad is being used in an in-place operation.")
+    base = t._base
+    if _mode.enabled and base is not None and base.grad_fn is None and base._requires_grad:
+        raise RuntimeError(
+            "a view of a leaf Variable that requires grad is being used in an in-place "
+            "operation.")
     if t._inference and not _mode.inference:
         raise RuntimeError(
             "Inplace update to inference tensor outside InferenceMode is not allowed.You can "
@@ -496,26 +539,38 @@ def apply_inplace(prim, t, *args, grad_name=None, **params):
                 raise_op_error(prim, [t._data, *datas], params, e)
             t._vc[0] += 1
             return t
-        if needs_grad and t._base is not None and t._base.requires_grad:
+        if needs_grad and t._base is not None:
+            # the base would not see the new history (PyTorch's CopySlices is not built)
             raise RuntimeError(
-                f"{prim.name}_: in-place operations on a view of a tensor that requires grad "
-                "are not supported; use the out-of-place op instead")
+                f"{prim.name}_: in-place operations on a view are not supported when autograd "
+                "records them; use the out-of-place op instead")
         out = apply(prim, t, *args, grad_name=grad_name, **params)
         if out.dtype != t.dtype:
             raise RuntimeError(
                 f"result type {str(out.dtype).replace('torch.', '').capitalize()} can't be "
                 f"cast to the desired output type "
                 f"{str(t.dtype).replace('torch.', '').capitalize()}")
+        node = out.grad_fn
+        if node is not None and isinstance(node._saved[0], SavedTensor) and \
+                node._saved[0].tensor is t:
+            # the rule needs t as it was before this write: PyTorch's original_self
+            old = Tensor._make(t._data.clone(), grad_fn=t.grad_fn, output_nr=t._output_nr)
+            old._requires_grad = t._requires_grad
+            node._saved[0] = SavedTensor(old)
         t._data.copy_(out._data)
-        if out.grad_fn is not None:
+        if node is not None:
             # the node's saved output must refer to t's storage and version
-            t.grad_fn, t._output_nr = out.grad_fn, 0
-            saved = out.grad_fn._out
+            t.grad_fn, t._output_nr = node, 0
+            saved = node._out
             if saved is not None:
                 saved.data, saved.vc = t._data, t._vc
+            t._vc[0] += 1
+            if saved is not None:
+                saved.version = t._vc[0]
+            return t
+    # (an untracked write leaves older nodes' saved versions alone: backward through them
+    # must raise, as in PyTorch)
     t._vc[0] += 1
-    if trace_state.tracer is None and t.grad_fn is not None and t.grad_fn._out is not None:
-        t.grad_fn._out.version = t._vc[0]
     return t
 
 

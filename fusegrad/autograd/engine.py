@@ -55,12 +55,18 @@ def _call_hook(hook, g):
     return r
 
 
-def accumulate_grad(t, g):
-    """Sum ``g`` into ``t.grad`` the way AccumulateGrad does."""
+def _leaf_hooks(t, g):
+    """Run the hooks registered on leaf ``t`` over its incoming gradient ``g``."""
     for hook in t._hooks or ():
         r = _call_hook(hook, g)
         if r is not None:
             g = r
+    return g
+
+
+def accumulate_grad(t, g):
+    """Sum ``g`` into ``t.grad`` the way AccumulateGrad does."""
+    g = _leaf_hooks(t, g)
     if g is None:
         return
     from fusegrad.tensor import trace_state
@@ -77,7 +83,8 @@ def accumulate_grad(t, g):
         old._data.add_(g._data)
         old._vc[0] += 1
     for hook in t._post_acc_hooks or ():
-        hook(t)
+        if hook(t) is not None:
+            raise RuntimeError("Tensor post accumulate grad hooks should return None.")
 
 
 def _apply_tensor_hooks(node, grads):
@@ -93,8 +100,10 @@ def _apply_tensor_hooks(node, grads):
         for nr, ref in node._retains.items():
             t = ref()
             if t is not None and grads[nr] is not None:
-                g = grads[nr]
-                t._grad = g if creating_graph() else g._detached_copy()
+                g = grads[nr] if creating_graph() else grads[nr].detach()
+                # accumulates over backward calls, out of place as PyTorch's retain_grad hook
+                t._grad = (g if creating_graph() else g._detached_copy()) if t._grad is None \
+                    else t._grad + g
 
 
 def _collect(roots):
@@ -137,7 +146,7 @@ def _needed(roots, targets):
 
 
 def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
-                 create_graph=False, allow_unused=False):
+                 create_graph=False, allow_unused=False, boundary=False):
     """Backpropagate ``roots`` = [(tensor, gradient)].
 
     With ``accumulate`` the gradients go into ``.grad`` (of ``inputs`` only, when given);
@@ -156,6 +165,10 @@ def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
         root_edges.append((node, nr, g))
 
     targets = {}
+    if inputs is not None and accumulate and trace_state.tracer is None:
+        for t in inputs:
+            if t.grad_fn is not None:
+                t.retain_grad()  # backward(inputs=[non_leaf]) retains its grad, as in PyTorch
     if inputs is not None:
         for t in inputs:
             node, nr = gradient_edge(t)
@@ -189,7 +202,14 @@ def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
                         r = hook(tuple(grads))
                         if r is not None:
                             grads = list(r)
-                    _apply_tensor_hooks(node, grads)
+                    if not (boundary and node in targets):
+                        # a composite's inner run stops at nodes of the outer graph: their
+                        # hooks run once, when the outer run reaches them
+                        _apply_tensor_hooks(node, grads)
+                    if isinstance(node, AccumulateGrad) and not accumulate and \
+                            node in targets and not boundary:
+                        # autograd.grad sees a leaf's hooks too (PyTorch's tensor pre-hooks)
+                        grads = [_leaf_hooks(node.variable, grads[0])]
                     if node in targets:
                         for nr in targets[node]:
                             captured[(node, nr)] = grads[nr]
@@ -198,7 +218,9 @@ def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
                             node.apply(grads)
                         out_grads = []
                     elif inputs is not None and not accumulate and node in targets and \
-                            not _below_targets(node, needed, targets):
+                            (boundary or not _below_targets(node, needed, targets)):
+                        # a composite's inner run stops at every input: the outer run
+                        # carries the gradient on from there (else x and x.t() count twice)
                         out_grads = None
                     else:
                         out_grads = node.apply(grads)
@@ -249,5 +271,5 @@ def _below_targets(node, needed, targets):
 def _accumulate_non_leaf(node, grads, inputs):
     # backward(inputs=[non_leaf]) accumulates into the non-leaf's .grad
     for t in inputs:
-        if t.grad_fn is node and grads[t._output_nr] is not None:
+        if t.grad_fn is node and grads[t._output_nr] is not None and not t._retains_grad():
             accumulate_grad(t, grads[t._output_nr])

@@ -16,6 +16,15 @@ def _flat_outputs(out):
     return [o for o in outs if isinstance(o, Tensor)]
 
 
+def _unravel(k, shape):
+    """The index of flat (row-major) element ``k`` of a tensor of ``shape``."""
+    at = []
+    for s in reversed(shape):
+        at.append(k % s)
+        k //= s
+    return tuple(reversed(at))
+
+
 def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
               nondet_tol=0.0, check_undefined_grad=True, fast_mode=False, **_):
     """Compare ``func``'s analytical Jacobian (from backward) with central differences.
@@ -44,14 +53,15 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
             x = inputs[i]
             n_in = x.numel()
             numerical = torch.zeros(n_in, n_out, dtype=torch.float64)
-            flat = x._data.view(-1)
+            data = x._data  # perturbed in place, element by element (any strides)
             for k in range(n_in):
-                orig = flat[k].item()
-                flat[k] = orig + eps
+                at = _unravel(k, data.shape)
+                orig = data[at].item()
+                data[at] = orig + eps
                 plus = _flat_outputs(func(*inputs))[o_idx]._data.reshape(-1).double().clone()
-                flat[k] = orig - eps
+                data[at] = orig - eps
                 minus = _flat_outputs(func(*inputs))[o_idx]._data.reshape(-1).double().clone()
-                flat[k] = orig
+                data[at] = orig
                 numerical[k] = (plus - minus) / (2 * eps)
             analytical = torch.zeros(n_in, n_out, dtype=torch.float64)
             if out.requires_grad:

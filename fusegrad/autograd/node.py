@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import weakref
 
 _seq = itertools.count()
@@ -101,6 +102,7 @@ class SavedTensor:
             if self.tensor is not None and self.tensor.grad_fn is not None:
                 which = f", which is output {self.tensor._output_nr} of " \
                         f"{self.tensor.grad_fn.name()},"
+            which = re.sub(r"Backward\d*,$", ",", which)  # PyTorch names the op: "of Exp,"
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by "
                 f"an inplace operation: [torch.{kind}Tensor {list(ref.shape)}]{which} is at "
@@ -116,7 +118,40 @@ class SavedTensor:
 class _Ctx:
     """What a primitive's vjp rule sees."""
 
-    __slots__ = ("inputs", "out", "params", "avals", "needs_input_grad")
+    __slots__ = ("inputs", "_out", "params", "avals", "needs_input_grad")
+
+    @property
+    def out(self):
+        # unpacked (and its version checked) only if the rule reads it, like ``inputs``
+        o = self._out
+        if isinstance(o, SavedTensor):
+            o = self._out = o.unpack()
+        return o
+
+    @out.setter
+    def out(self, value):
+        self._out = value
+
+
+class _SavedInputs:
+    """``ctx.inputs`` of a recorded node: a saved tensor is unpacked (and its version
+    checked) only when the rule reads it, so ``y = x * 2; x.add_(1)`` stays
+    differentiable as in PyTorch, which saves only what each gradient needs."""
+
+    __slots__ = ("_saved",)
+
+    def __init__(self, saved):
+        self._saved = saved
+
+    def __len__(self):
+        return len(self._saved)
+
+    def __getitem__(self, i):
+        s = self._saved[i]
+        return s.unpack() if isinstance(s, SavedTensor) else s
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self._saved)))
 
 
 class PrimNode(Node):
@@ -128,8 +163,8 @@ class PrimNode(Node):
         if self._freed:
             raise RuntimeError(SECOND_BACKWARD)
         ctx = _Ctx()
-        ctx.inputs = [s.unpack() if isinstance(s, SavedTensor) else s for s in self._saved]
-        ctx.out = self._out.unpack() if self._out is not None else None
+        ctx.inputs = _SavedInputs(self._saved)
+        ctx.out = self._out
         ctx.params = self.params
         ctx.avals = self.avals
         ctx.needs_input_grad = self.needs_input_grad
@@ -138,7 +173,14 @@ class PrimNode(Node):
             from fusegrad import ops
 
             g = ops.zeros(self.metadata["out_shape"], dtype=self.metadata["out_dtype"])
-        return list(self.prim.vjp(ctx, g))
+        grads = list(self.prim.vjp(ctx, g))
+        for i, (gi, av) in enumerate(zip(grads, self.avals)):
+            if gi is not None and av is not None and gi.dtype != av.dtype:
+                from fusegrad import ops
+
+                grads[i] = ops.cast(gi, av.dtype)  # f32 * f64: the f32 input gets an f32 grad
+        keep = self.metadata.get("keep")  # edges exist only for these inputs (rsub, 2 ** x)
+        return [grads[i] for i in keep] if keep is not None else list(grads)
 
     def release(self):
         if self.prim.saves:
@@ -168,6 +210,9 @@ class AccumulateGrad(Node):
         super().__init__(())
         self.variable = variable
 
+    def name(self) -> str:
+        return "torch::autograd::AccumulateGrad"  # PyTorch's name() of this C++ node
+
     def apply(self, grads):
         from fusegrad.autograd.engine import accumulate_grad
 
@@ -189,15 +234,27 @@ class CompositeNode(Node):
 
         if self.inner_out is None:
             raise RuntimeError(SECOND_BACKWARD)
+        saved_out = self.metadata.get("saved_out")
+        if saved_out is not None:
+            saved_out.unpack()  # raises if the result was modified in place since
         wanted = [t for t in self.inner_inputs if t is not None]
         got = engine.run_backward(
             [(self.inner_out, grads[0])], inputs=wanted, accumulate=False,
-            retain_graph=engine.retaining_graph(), create_graph=engine.creating_graph(),
-            allow_unused=True,
+            retain_graph=engine.retaining_graph() or "keeps_inner" in self.metadata,
+            create_graph=engine.creating_graph(), allow_unused=True, boundary=True,
         )
         it = iter(got)
-        return [next(it) if t is not None else None for t in self.inner_inputs]
+        out, seen = [], set()
+        for t, edge in zip(self.inner_inputs, self.next_functions):
+            g = next(it) if t is not None else None
+            if g is not None and edge in seen:
+                g = None  # a repeated input (x @ x): its whole gradient went to the first edge
+            seen.add(edge)
+            out.append(g)
+        return out
 
     def release(self):
         # the inner run already freed its nodes' saved tensors
-        self.inner_out = None
+        if "keeps_inner" not in self.metadata:
+            self.inner_out = None
+            self.metadata.pop("saved_out", None)
