@@ -30,17 +30,7 @@ GRAD_NAME_EXCEPTIONS: dict[str, set] = {}
 
 # Known failures, kept visible: {(test, op name, sample index): reason}.  strict=True, so a
 # fix turns them into an XPASS failure and the entry must go.
-_NN = "fusegrad/nn/functional.py (nn owner): "
-XFAIL = {
-    ("test_grad_fn_name", "F.linear", 3): _NN + "3-D input without bias must end in matmul's "
-    "UnsafeViewBackward0 (use ops.matmul(input, t(weight)))",
-    ("test_grad_fn_name", "F.linear", 5): _NN + "1-D input without bias must end in "
-    "SqueezeBackward4 (use ops.matmul(input, t(weight)))",
-    ("test_grad_fn_name", "F.cross_entropy", 11): _NN + "probability targets, mean: PyTorch "
-    "divides by a Python number (DivBackward1)",
-    ("test_grad_fn_name", "F.cross_entropy", 12): _NN + "probability targets, sum: PyTorch "
-    "negates last, -(x * t).sum() (NegBackward0)",
-}
+XFAIL: dict[tuple, str] = {}
 
 
 def _params(test):

@@ -24,12 +24,14 @@ def relu(input, inplace=False):
 
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias``; 2-D input becomes one addmm, like PyTorch's."""
+    rows = int(ops.math.prod(input.shape[:-1])) if input.dim() > 1 else 1
     check(input.shape[-1] == weight.shape[-1], lambda: f"linear: mat1 and mat2 shapes cannot be "
-          f"multiplied ({'x'.join(map(str, (int(ops.math.prod(input.shape[:-1])) if input.dim() > 1 else 1, input.shape[-1])))} "
-          f"and {weight.shape[1]}x{weight.shape[0]})")
+          f"multiplied ({rows}x{input.shape[-1]} and {weight.shape[1]}x{weight.shape[0]})")
     wt = ops.t(weight)
     if input.dim() == 2:
         return ops.addmm(bias, input, wt) if bias is not None else ops.mm(input, wt)
+    if bias is None:
+        return ops.matmul(input, wt)  # PyTorch's names: UnsafeViewBackward0, SqueezeBackward4
     lead = input.shape[:-1]
     flat = ops.reshape(input, (-1, input.shape[-1]))
     out = ops.addmm(bias, flat, wt) if bias is not None else ops.mm(flat, wt)
@@ -182,10 +184,17 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if label_smoothing:
             target = ops.add(ops.mul(target, 1 - label_smoothing),
                              label_smoothing / input.shape[dim])
-        loss = ops.neg(ops.sum(ops.mul(logp, target), dim))
-        if reduction == "mean":
-            return ops.div(ops.sum(loss), loss.numel() if loss.dim() else 1)
-        return _reduce(loss, reduction)
+        # PyTorch's order of ops, hence its grad_fn names: -(logp * target).sum() / n
+        picked = ops.mul(logp, target)
+        if reduction == "none":
+            return ops.neg(ops.sum(picked, dim))
+        total = ops.neg(ops.sum(picked))
+        if reduction == "sum":
+            return total
+        check(reduction == "mean", lambda: f"{reduction} is not a valid value for reduction",
+              ValueError)
+        n = input.numel() // input.shape[dim]
+        return ops.apply(ops.P.div, total, n, grad_name="DivBackward1", scalar_edges=False)
     check(label_smoothing == 0.0, lambda: "cross_entropy: label_smoothing with class-index "
           "targets is not supported")
     return nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
