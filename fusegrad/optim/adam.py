@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from fusegrad import ops
-from fusegrad.autograd.grad_mode import enable_grad, no_grad
 from fusegrad.optim.optimizer import Optimizer, hyper
-from fusegrad.tensor import Tensor, note_stateful
+from fusegrad.tensor import Tensor
 
 __all__ = ["Adam"]
 
@@ -66,18 +65,6 @@ class Adam(Optimizer):
                 s = self.state.get(p)
                 if s and not isinstance(s.get("step"), Tensor):  # very old checkpoints
                     s["step"] = _step_tensor(p, float(s["step"]))
-
-    def step(self, closure=None):
-        """Update every parameter that has a gradient; returns ``closure()``'s loss if given."""
-        note_stateful(self)
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                self._update_group(group)
-        return loss
 
     def _update_group(self, group):
         # control flow reads the raw values; arithmetic goes through hyper() (see its doc)

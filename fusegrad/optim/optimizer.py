@@ -15,7 +15,8 @@ from itertools import chain
 import torch
 
 from fusegrad.nn.module import _reset_grad
-from fusegrad.tensor import Tensor, scalar_input
+from fusegrad.autograd.grad_mode import enable_grad, no_grad
+from fusegrad.tensor import Tensor, note_stateful, scalar_input
 
 __all__ = ["Optimizer", "hyper", "required"]
 
@@ -145,6 +146,19 @@ class Optimizer:
                 _reset_grad(p, set_to_none)
 
     def step(self, closure=None):
+        """Update every parameter that has a gradient; returns ``closure()``'s loss if given."""
+        note_stateful(self)  # under fusegrad.compile: state updates become graph outputs
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                self._update_group(group)
+        return loss
+
+    def _update_group(self, group):
+        """The algorithm, for one parameter group (subclasses define it)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ state dict

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from fusegrad.autograd.grad_mode import enable_grad, no_grad
 from fusegrad.optim.optimizer import Optimizer, hyper
-from fusegrad.tensor import note_stateful
 
 __all__ = ["SGD"]
 
@@ -48,18 +46,6 @@ class SGD(Optimizer):
         for group in self.param_groups:
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
-
-    def step(self, closure=None):
-        """Update every parameter that has a gradient; returns ``closure()``'s loss if given."""
-        note_stateful(self)
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                self._update_group(group)
-        return loss
 
     def _update_group(self, group):
         # control flow reads the raw values; arithmetic goes through hyper() (see its doc)
