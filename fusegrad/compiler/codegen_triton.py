@@ -110,6 +110,11 @@ def _mm_blocks(lay: Layout) -> tuple[dict, list]:
         return max(16, next_pow2(size)) if whole else min(cap, max(16, next_pow2(size)))
 
     bm, bn = pick(M, whole_m, 64), pick(N, whole_n, 64)
+    # keep the accumulator at <= 4096 elements (32 registers a thread at 4 warps)
+    if whole_n and not whole_m:
+        bm = max(16, min(bm, 4096 // bn))
+    if whole_m and not whole_n:
+        bn = max(16, min(bn, 4096 // bm))
     base = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}
     alts = []
     for am, an in ((128, 64), (64, 128), (32, 64), (64, 32)):
@@ -363,14 +368,15 @@ class _Segment:
             C = D
         axes = self.lay.reduce_axes[e]
         xv = self.operand(x, C)
-        t = self.tmp()
         if not axes:  # reducing dims of size 1
+            t = self.tmp()
             self.emit(f"{t} = {xv}" if C == D else f"{t} = {xv}.to({ix.tl_dtype(D)})")
             return t
         masked = f"tl.where({self.red_mask(axes)}, {xv}, {self.neutral(name, C)})"
         fn = {"sum": "tl.sum", "amax": "tl.max", "amin": "tl.min", "argmax": "tl.argmax"}[name]
         if name == "argmax":
-            return self.argmax(e, masked, axes, t)
+            return self.argmax(e, masked, axes)
+        t = self.tmp()
         expr = masked
         for a in sorted(axes, reverse=True):
             expr = f"{fn}({expr}, axis={a}, keep_dims=True)"
@@ -379,8 +385,9 @@ class _Segment:
         self.emit(f"{t} = {expr}")
         return t
 
-    def argmax(self, e, masked, axes, t) -> str:
+    def argmax(self, e, masked, axes) -> str:
         if len(axes) == 1:
+            t = self.tmp()
             self.emit(f"{t} = tl.argmax({masked}, axis={axes[0]}, keep_dims=True)"
                       ".to(tl.int64)")
             return t
@@ -388,6 +395,7 @@ class _Segment:
         flat = self.tmp()
         self.emit(f"{flat} = tl.argmax(tl.reshape({masked}, [{b0} * {b1}]), axis=0)")
         s1 = self.lay.axis_size(1)
+        t = self.tmp()
         self.emit(f"{t} = (({flat} // {b1}) * {s1} + {flat} % {b1}).to(tl.int64)"
                   f" + tl.zeros([1, 1], tl.int64)")
         return t
@@ -398,13 +406,13 @@ class _Segment:
         C = ix.compute_dtype(D)
         axes = self.lay.reduce_axes[e]
         xv = self.operand(x, C)
-        t = self.tmp()
         if not axes:
+            t = self.tmp()
             self.emit(f"{t} = ({xv} - {xv}).to({ix.tl_dtype(D)})")
             return t
         (a,) = axes
         m = self.red_mask(axes)
-        mx, sh, lse = self.tmp(), self.tmp(), self.tmp()
+        mx, sh, lse, t = self.tmp(), self.tmp(), self.tmp(), self.tmp()
         self.emit(f"{mx} = tl.max(tl.where({m}, {xv}, -float(\"inf\")), axis={a}, keep_dims=True)")
         self.emit(f"{sh} = {xv} - {mx}")
         self.emit(f"{lse} = tl.log(tl.sum(tl.where({m}, tl.exp({sh}), 0.0), axis={a}, "
@@ -463,9 +471,8 @@ class _Segment:
         expr = ix.linear(self.coords(v), v.shape)
         mask = self.mask_for(expr)
         m = f", mask={mask}" if mask else ""
-        val = name if v.dtype == torch.bool else name
         for ptr in self.kw.out_names(v):
-            self.emit(f"tl.store({ptr} + {self.addr(expr)}, {val}{m})")
+            self.emit(f"tl.store({ptr} + {self.addr(expr)}, {name}{m})")
 
     def on_axis1(self, v) -> bool:
         return 1 in self.lay.axes_of(v)
@@ -624,8 +631,7 @@ def generate(group: Group) -> GeneratedKernel:
     constexprs: dict = {}
     configs_per_seg = []
     counts = []  # programs of each segment as a function of the block sizes
-    body_start = len(kw.lines)
-    multi = len(segments) > 1 or bool(group.segments)
+    multi = bool(group.segments)
     for si, seg in enumerate(segments):
         pre = f"S{si}_" if multi else ""
         if seg.layout.kind == "matmul":
@@ -637,7 +643,6 @@ def generate(group: Group) -> GeneratedKernel:
         constexprs.update(base)
         configs_per_seg.append(alts)
         counts.append(_program_count(seg.layout, pre))
-    seg_pid = "pid"
     kw.lines.append("    pid = tl.program_id(0)")
     if not multi:
         _Segment(kw, group, "", "    ").body("pid")
@@ -652,7 +657,7 @@ def generate(group: Group) -> GeneratedKernel:
             seg_pid = f"{pre}pid"
             kw.lines.append(f"        {seg_pid} = pid" + (f" - ({offset})" if offset else ""))
             _Segment(kw, seg, pre, "        ").body(seg_pid)
-    body = kw.lines[body_start:]
+    body = kw.lines
     args, signature, arg_names = [], {}, []
     for root in kw.inputs:
         arg_names.append(f"{root!r}_ptr")
@@ -680,7 +685,7 @@ def generate(group: Group) -> GeneratedKernel:
         return sum(c(cx) for c in counts)
 
     configs = []
-    for si, alts in enumerate(configs_per_seg):
+    for alts in configs_per_seg:
         for alt in alts:
             cfg = dict(constexprs)
             cfg.update(alt)

@@ -6,24 +6,10 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
 
 from fusegrad.autograd import grad_mode
-from fusegrad.compiler import passes
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.tensor import Tensor
-
-_VIEW_PRIMS = {"reshape", "permute", "expand", "select", "slice"}
-
-
-@dataclass
-class CpuKernel:
-    """One ATen call of the cpu backend (what a generated kernel is on the triton backend)."""
-
-    name: str
-    ops: list
-    source: str
-    provenance: list = field(default_factory=list)
 
 
 class Program:
@@ -173,47 +159,6 @@ def _rebuild(s, outs, leaves):
     if kind == "v":
         return s[2]
     return None
-
-
-def _cpu_kernels(graph):
-    ks = []
-    for e in graph.eqns:
-        if e.prim.name in _VIEW_PRIMS or e.out.weak:
-            continue
-        ks.append(CpuKernel(f"{e.prim.name}_{len(ks)}", [e.prim.name], repr(e), [e.src]))
-    return ks
-
-
-def bytes_moved(graph, kernels) -> int:
-    """Estimated global-memory traffic of one call: each kernel reads its operands from and
-    writes its results to memory; what stays inside a fused kernel costs nothing."""
-    kernel_of = {}
-    for i, k in enumerate(kernels):
-        for v in getattr(k, "outs", ()):
-            kernel_of[v] = i
-    if not kernel_of:  # one kernel per non-view op
-        total = 0
-        root = {}
-        for e in graph.eqns:
-            if e.prim.name in _VIEW_PRIMS:
-                continue
-            if e.out.weak:
-                continue
-            ins = {x for x in e.vars() if not x.weak}
-            total += sum(_nbytes(x) for x in ins) + _nbytes(e.out)
-        del root
-        return total
-    return sum(k.bytes_moved for k in kernels)
-
-
-def _nbytes(v) -> int:
-    return v.numel() * _itemsize(v.dtype)
-
-
-def _itemsize(dtype) -> int:
-    import torch
-
-    return torch.empty((), dtype=dtype).element_size()
 
 
 del Tensor

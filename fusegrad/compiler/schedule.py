@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import torch
 
 from fusegrad.compiler.ir import Eqn, Graph, Var
-from fusegrad.compiler.tracer import Captured, Returned, SetGrad, SetState, WriteInPlace
+from fusegrad.compiler.tracer import (Captured, GradOf, SetState, WriteGradInPlace,
+                                      WriteInPlace)
 from fusegrad.primitives import normalize_dims
 
 VIEW_PRIMS = {"reshape", "permute", "expand", "slice", "select"}
@@ -112,6 +113,10 @@ class Layout:
 
     def axis_size(self, a: int) -> int:
         return math.prod(self.sizes[c] for c in self.axes[a])
+
+    def domain(self) -> int:
+        """Elements the kernel iterates over (a matmul's K excluded)."""
+        return math.prod(s for c, s in self.sizes.items() if c != self.k_class)
 
     def axes_of(self, v) -> set:
         """Tile axes a value varies along."""
@@ -481,22 +486,11 @@ def _pointwise_layout(lay, eqns, red_sets):
 def _depends(eqns, lay, sources) -> set:
     """Values of the kernel that depend on the results of the equations ``sources``."""
     dep = {e.out for e in sources}
-    for e in eqns:
-        if e.out in dep:
-            continue
-        if any(isinstance(x, Var) and x in dep for x in e.inputs):
-            dep.add(e.out)
-    changed = True
-    while changed:  # register views of dependent values
-        changed = False
-        for ve in lay.views:
-            if ve.inputs[0] in dep and ve.out not in dep:
-                dep.add(ve.out)
-                changed = True
-        for e in eqns:
-            if e.out not in dep and any(isinstance(x, Var) and x in dep for x in e.inputs):
-                dep.add(e.out)
-                changed = True
+    steps = [(e.out, e.inputs) for e in eqns] + [(ve.out, ve.inputs) for ve in lay.views]
+    size = -1
+    while size != len(dep):  # to a fixpoint: register views come after their users
+        size = len(dep)
+        dep |= {out for out, ins in steps if any(isinstance(x, Var) and x in dep for x in ins)}
     return dep
 
 
@@ -568,10 +562,15 @@ def _matmul_layout(lay, mm, eqns, red_sets):
     lay.outer = outer
     lay.axes = ((m_cls,) if m_cls is not None else (), (n_cls,) if n_cls is not None else ())
     allowed = set(outer) | set(lay.axes[0]) | set(lay.axes[1])
-    for v, ds in lay.dims.items():
-        if v in (a, b):
-            continue
-        extra = {c for c in ds if c is not None} - allowed
+    epilogue = set(lay.stores)  # values the epilogue computes, reads or writes
+    for e in eqns:
+        if e is not mm:
+            epilogue.add(e.out)
+            epilogue.update(x for x in e.inputs if isinstance(x, Var) and not x.weak)
+    for ve in lay.views:
+        epilogue.add(ve.out)
+    for v in epilogue:
+        extra = {c for c in lay.dims.get(v, ()) if c is not None} - allowed
         if extra:
             raise NoFuse(f"{v!r} {list(v.shape)} does not live on the [M, N] tile of "
                          f"{mm.out!r} = matmul")
@@ -659,13 +658,16 @@ class _Scheduler:
         return owner, succ
 
     def inplace_pairs(self):
+        """(old value, new value) of each tensor (or .grad) updated in place."""
         an = self.an
-        by_tensor = {id(s.tensor): v for v, s in zip(an.graph.inputs, an.graph.sources)
-                     if isinstance(s, Captured)}
+        by_tensor = {(type(s), id(s.tensor)): v for v, s in zip(an.graph.inputs,
+                                                                 an.graph.sources)
+                     if isinstance(s, (Captured, GradOf))}
         pairs = []
         for o, s in zip(an.graph.outputs, an.graph.sinks):
-            if isinstance(s, WriteInPlace) and isinstance(o, Var):
-                old = by_tensor.get(id(s.tensor))
+            if isinstance(s, (WriteInPlace, WriteGradInPlace)) and isinstance(o, Var):
+                kind = Captured if isinstance(s, WriteInPlace) else GradOf
+                old = by_tensor.get((kind, id(s.tensor)))
                 if old is not None and old is not o:
                     pairs.append((old, o))
         return pairs
@@ -737,6 +739,11 @@ class _Scheduler:
             merged = sorted(groups[a] + groups[b], key=an.index.get)
             lay = self.layout(merged)
             why = lay if isinstance(lay, str) else None
+            if why is None:
+                da, db = (self.layout(groups[x]).domain() for x in (a, b))
+                if lay.domain() > da + db:
+                    why = f"unrelated iteration spaces ({da} and {db} elements would " \
+                          f"become {lay.domain()})"
             if why is None and self.creates_cycle(graph_edges()[1], a, b):
                 why = "fusing would create a cycle through another kernel"
             if why is not None:
@@ -764,7 +771,7 @@ class _Scheduler:
             lay = self.layout(groups[gi])
             if isinstance(lay, str) or lay.kind == "matmul":
                 return False
-            return any(isinstance(s, (WriteInPlace, SetState))
+            return any(isinstance(s, (WriteInPlace, WriteGradInPlace, SetState))
                        for e in groups[gi] for s in an.sinks.get(e.out, ()))
 
         cands = [gi for gi in order if updates(gi)]
@@ -822,10 +829,22 @@ def schedule(graph: Graph, log=None) -> list[Group]:
         else:
             def log(msg):
                 pass
-    s = _Scheduler(graph, log)
+    said = set()
+
+    def once(msg):
+        if msg not in said:
+            said.add(msg)
+            log(msg)
+
+    s = _Scheduler(graph, once)
     an = s.an
     groups = s.fuse()
+    parts = {}
     bundle = s.horizontal(groups)
+    if bundle:  # one node in the group graph: no member reaches another, so no cycle
+        mid = max(groups) + 1
+        parts[mid] = [groups.pop(gi) for gi in bundle]
+        groups[mid] = [e for part in parts[mid] for e in part]
     _, succ = s.build_edges(groups)
     first = {gi: min(an.index[e] for e in g) for gi, g in groups.items()}
     order = s.toposort(groups, succ, first=first.get)
@@ -835,18 +854,14 @@ def schedule(graph: Graph, log=None) -> list[Group]:
         _, succ = s.build_edges(groups)
         order = s.toposort(groups, succ, first=first.get)
     result = []
-    multi = None
     for gi in order:
-        g = _make_group(s, groups[gi])
-        if gi in bundle:
-            if multi is None:
-                multi = Group([], None, [], [], [], 0, 0, segments=[])
-                result.append(multi)
-            multi.segments.append(g)
-            continue
-        result.append(g)
-    if multi is not None:
-        _finish_multi(multi)
+        if gi in parts:
+            multi = Group([], None, [], [], [], 0, 0,
+                          segments=[_make_group(s, p) for p in parts[gi]])
+            _finish_multi(multi)
+            result.append(multi)
+        else:
+            result.append(_make_group(s, groups[gi]))
     for i, g in enumerate(result):
         g.index = i
         g.name = kernel_name(g, i)
@@ -895,11 +910,12 @@ def _pattern_names(eqns) -> list[str]:
         out = mm[0].out
         bias = any(e.prim.name == "add" and out in e.inputs for e in eqns)
         parts.append("addmm" if bias else "mm")
-    if {"amax", "exp", "sum", "log"} <= ns:
+    log_softmax = "log_softmax" in ns or {"amax", "exp", "sum", "log"} <= ns
+    if log_softmax:
         parts.append("log_softmax")
     elif {"amax", "exp", "sum", "div"} <= ns:
         parts.append("softmax")
-    if {"eq", "cast", "sum", "mul", "log"} <= ns:
+    if log_softmax and {"eq", "cast", "sum", "mul"} <= ns:  # picking the target's class
         parts.append("nll")
     return parts
 
@@ -924,7 +940,8 @@ def kernel_name(g: Group, i: int) -> str:
     names = []
     for e in g.eqns:
         n = e.prim.name
-        if n not in skip and n not in names and len(names) < 2 and len(parts) + len(names) < 3:
+        if n not in skip and n not in names and n not in parts and len(names) < 2 \
+                and len(parts) + len(names) < 3:
             names.append(n)
     parts += names
     if g.update:
@@ -935,13 +952,16 @@ def kernel_name(g: Group, i: int) -> str:
 
 
 def _update_kind(an: Analysis, eqns):
-    """(``sgd`` or ``adam``, its source line) when the group writes optimizer results."""
-    for e in eqns:
-        for s in an.sinks.get(e.out, ()):
-            if isinstance(s, SetState) or (isinstance(s, WriteInPlace) and s.name):
-                names = {q.prim.name for q in eqns if q.src == e.src}
-                return ("adam" if "sqrt" in names else "sgd"), e.src
-    return None, None
+    """(``sgd`` or ``adam``, its source line) when the group applies an optimizer step: it
+    writes state or tensors in place, scaled by a lifted hyperparameter (``lr``)."""
+    scaled = any(isinstance(x, Var) and x.weak for e in eqns for x in e.inputs)
+    hits = [(isinstance(s, SetState), e) for e in eqns for s in an.sinks.get(e.out, ())
+            if isinstance(s, SetState) or (isinstance(s, WriteInPlace) and scaled)]
+    if not hits:
+        return None, None
+    src = min(hits, key=lambda h: h[0])[1].src  # a parameter's update line, else the state's
+    names = {q.prim.name for q in eqns if q.src == src}
+    return ("adam" if "sqrt" in names else "sgd"), src
 
 
 # --------------------------------------------------------------------------- reporting
@@ -974,4 +994,3 @@ def stats(groups) -> dict:
     }
 
 
-del SetGrad, Returned

@@ -1,0 +1,238 @@
+"""Fusion and scheduling (compiler/schedule.py): kernel counts, bytes moved against the fused
+lower bound, the invariants of a schedule, and the logged reasons for not fusing. No Triton
+is needed: the cpu backend reports the same schedule."""
+
+import re
+
+import pytest
+import torch
+
+import fusegrad as fg
+import fusegrad.nn as nn
+import fusegrad.nn.functional as F
+from fusegrad.compiler import schedule as S
+from fusegrad.compiler.ir import Eqn, Graph, Var
+from fusegrad.compiler.tracer import Arg, Returned, WriteInPlace
+from fusegrad.primitives import PRIMS, Primitive
+
+MB = 1e6
+
+
+def mlp_step(dims=(784, 256, 10), batch=64, opt="sgd_momentum", set_to_none=True, seed=0):
+    fg.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(dims[0], dims[1]), nn.ReLU(), nn.Linear(dims[1], dims[2]))
+    if opt == "sgd_momentum":
+        optim = fg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    else:
+        optim = fg.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(x, y):
+        optim.zero_grad(set_to_none=set_to_none)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optim.step()
+        return loss
+
+    x, y = fg.randn(batch, dims[0]), fg.randint(0, dims[-1], (batch,))
+    return fg.compile(step, backend="cpu"), (x, y)
+
+
+def programs(step, args, calls=2):
+    out = []
+    for _ in range(calls):
+        step(*args)
+        out.append(step.program)
+    return out
+
+
+def lower_bound(graph, h_bytes):
+    """Every graph input read once, every output written once, the hidden activation
+    written once and read back once: what a perfectly fused step moves."""
+    total = sum(S.nbytes(v) for v in graph.inputs if not v.weak)
+    total += sum(S.nbytes(o) for o in graph.outputs if isinstance(o, Var))
+    return total + 2 * h_bytes
+
+
+@pytest.fixture(scope="module")
+def mlp_programs():
+    step, args = mlp_step()
+    return programs(step, args)
+
+
+def test_mlp_step_kernel_count_and_bytes(mlp_programs):
+    first, steady = mlp_programs
+    h = 64 * 256 * 4
+    # the first step (momentum buffers created): the 3.59 MB fused lower bound
+    assert abs(lower_bound(first.graph, h) - 3.59 * MB) < 0.01 * MB
+    for prog in (first, steady):
+        st = prog.stats()
+        assert st["n_kernels"] <= 10, [k.name for k in prog.kernels]
+        assert st["bytes_moved"] <= 1.5 * lower_bound(prog.graph, h), st
+    assert first.stats()["bytes_moved"] <= 1.5 * 3.59 * MB
+
+
+def test_mlp_step_fusions(mlp_programs):
+    for prog in mlp_programs:
+        names = [k.name for k in prog.kernels]
+        assert names[0].startswith("fused_addmm_relu"), names
+        groups = prog.groups
+        # the loss: log-softmax and NLL, forward and gradient, in one kernel
+        ce = [g for g in groups if "log_softmax" in g.ops]
+        assert len(ce) == 1 and "sum" in ce[0].ops and "exp" in ce[0].ops
+        # each weight's optimizer update rides in its weight-gradient matmul
+        for g in groups:
+            if g.kind == "matmul" and g.update:
+                assert {"sub", "mul"} <= set(g.ops)
+        updated = sum(1 for g in groups if g.kind == "matmul" and g.update)
+        assert updated >= 2, names
+
+
+def test_adam_mlp_kernel_count():
+    step, args = mlp_step(dims=(30, 20, 5), batch=8, opt="adam")
+    for prog in programs(step, args):
+        assert prog.stats()["n_kernels"] <= 10
+        assert any(k.name.endswith(f"adam_{i}") for i, k in enumerate(prog.kernels))
+
+
+def _check_schedule(graph, groups):
+    an = S.Analysis(graph)
+    owned = {}
+    for g in groups:
+        for seg in g.segments or [g]:
+            for e in seg.eqns:
+                assert e not in owned, f"{e!r} in two kernels"
+                owned[e] = g.index
+    assert set(owned) == set(an.members), "every non-view equation is in one kernel"
+    produced = {v: g.index for g in groups for v in g.outputs}
+    for g in groups:
+        for v in g.inputs:
+            assert v in an.inputs or produced.get(v, 10**9) < g.index, \
+                f"{g.name} reads {v!r} before it is written"
+    member_outs = {e.out for e in an.members}
+    for o in graph.outputs:
+        if isinstance(o, Var) and o in member_outs:
+            assert o in produced, f"output {o!r} is never written"
+    st = S.stats(groups)
+    assert st["n_kernels"] == len(groups)
+    assert all(g.bytes_moved > 0 and g.flops >= 0 for g in groups)
+
+
+def test_schedule_invariants(mlp_programs):
+    for prog in mlp_programs:
+        _check_schedule(prog.graph, S.schedule(prog.graph))
+
+
+def test_schedule_is_a_pure_function_of_the_graph(mlp_programs):
+    g = mlp_programs[1].graph
+    a, b = S.schedule(g), S.schedule(g)
+    assert [x.name for x in a] == [x.name for x in b]
+    assert [[e.out for e in x.eqns] for x in a] == [[e.out for e in x.eqns] for x in b]
+    assert [x.bytes_moved for x in a] == [x.bytes_moved for x in b]
+
+
+def test_cpu_backend_reports_the_schedule(mlp_programs):
+    prog = mlp_programs[0]
+    assert prog.backend == "cpu"
+    sched = S.schedule(prog.graph)
+    assert [k.name for k in prog.kernels] == [g.name for g in sched]
+    assert [k.ops for k in prog.kernels] == [g.ops for g in sched]
+    st = prog.stats()
+    assert st["n_kernels"] == len(sched)
+    assert st["bytes_moved"] == sum(g.bytes_moved for g in sched)
+    assert st["flops"] == sum(g.flops for g in sched) > 2 * 64 * 784 * 256
+
+
+def test_refusals_are_logged(capfd, monkeypatch):
+    def softmax(x):
+        return fg.softmax(x, 1)
+
+    c = fg.compile(softmax, backend="cpu")
+    c(fg.randn(3, 10000))
+    msgs = []
+    groups = S.schedule(c.program.graph, log=msgs.append)
+    assert len(groups) == 3  # max, exp+sum, divide: a 10000-wide row is no one block
+    assert any(re.fullmatch(r"cannot fuse t\d+ with t\d+: reduction over 10000 elements "
+                            r"feeds broadcast \(t\d+\) and is too large for one block", m)
+               for m in msgs), msgs
+    assert len(msgs) == len(set(msgs))
+    monkeypatch.setenv("FUSEGRAD_DEBUG", "3")
+    S.schedule(c.program.graph)
+    err = capfd.readouterr().err
+    assert "[fusegrad] cannot fuse" in err and "feeds broadcast" in err
+
+
+def test_small_rows_fuse_into_one_kernel():
+    def softmax(x):
+        return fg.softmax(x, 1), fg.log_softmax(x, 0)
+
+    c = fg.compile(softmax, backend="cpu")
+    c(fg.randn(7, 37))
+    (g,) = c.program.groups
+    assert g.kind == "reduction" and g.layout.modes == ("whole", "whole")
+
+
+def test_reductions_over_each_axis():
+    def f(x):
+        return x.sum(0), x.sum(1), x.sum(2), x.amax((0, 2))
+
+    c = fg.compile(f, backend="cpu")
+    c(fg.randn(50, 60, 70))
+    groups = c.program.groups
+    _check_schedule(c.program.graph, groups)
+    for g in groups:
+        assert g.kind == "reduction"
+        for e, axes in g.layout.reduce_axes.items():
+            reduced = {g.layout.dims[e.inputs[0]][d] for d in e.params["dims"]}
+            assert reduced == {c for a in axes for c in g.layout.axes[a]}
+
+
+def test_multi_tensor_optimizer_kernel():
+    params = [fg.randn(33, requires_grad=True), fg.randn(5, 7, requires_grad=True),
+              fg.randn(1029, requires_grad=True)]
+    opt = fg.optim.SGD(params, lr=0.1, momentum=0.9)
+
+    def step(*grads):
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+
+    c = fg.compile(step, backend="cpu")
+    for _ in range(2):
+        c(*[fg.randn(*p.shape) for p in params])
+    (g,) = c.program.groups
+    assert g.kind == "multi" and len(g.segments) == 3
+    assert g.name == "multi_tensor_sgd_0"
+
+
+def test_unrelated_iteration_spaces_stay_apart():
+    def f(a, b, s):
+        return a * s, b * s  # share only a scalar
+
+    c = fg.compile(f, backend="cpu")
+    c(fg.randn(64, 64), fg.randn(50), fg.tensor(2.0))
+    msgs = []
+    groups = S.schedule(c.program.graph, log=msgs.append)
+    assert len(groups) == 2
+    assert any("unrelated iteration spaces" in m for m in msgs)
+
+
+def test_inplace_update_runs_after_every_reader(mlp_programs):
+    graph = mlp_programs[1].graph
+    groups = S.schedule(graph)
+    by_tensor = {id(s.tensor): v for v, s in zip(graph.inputs, graph.sources)
+                 if hasattr(s, "tensor")}
+    writer = {v: g.index for g in groups for v in g.outputs}
+    for o, s in zip(graph.outputs, graph.sinks):
+        if isinstance(s, WriteInPlace):
+            old = by_tensor[id(s.tensor)]
+            readers = [g.index for g in groups if old in g.inputs]
+            assert all(r <= writer[o] for r in readers)
+
+
+def test_op_without_template_fails_loudly():
+    weird = Primitive("weird_op", "special", PRIMS["neg"].meta, torch.neg, None)
+    x = Var((4,), torch.float32, torch.device("cpu"))
+    y = Var((4,), torch.float32, torch.device("cpu"))
+    g = Graph([x], [Eqn(weird, [x], {}, y, "t.py:1")], [y], [Arg(0)], [Returned(0)])
+    with pytest.raises(NotImplementedError, match="weird_op"):
+        S.schedule(g)
