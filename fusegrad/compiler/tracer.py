@@ -12,6 +12,7 @@ after each replay; the real objects are left exactly as they were before the tra
 
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import sys
@@ -42,10 +43,16 @@ class GraphBreak(RuntimeError):
             f"compiled function, or pass fallback='eager' to run this function eagerly.")
 
 
+@functools.lru_cache(maxsize=None)
+def _in_package(filename) -> bool:
+    # normalised once per file: a sys.path entry may hold '..'
+    return os.path.abspath(filename).startswith(_PKG_DIR + os.sep)
+
+
 def user_frame():
     """The innermost stack frame outside the fusegrad package."""
     f = sys._getframe(1)
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+    while f is not None and _in_package(f.f_code.co_filename):
         f = f.f_back
     return f
 
