@@ -28,6 +28,7 @@ class Program:
             self._impl = CpuProgram(graph)
             self.source = self._impl.source
             self._groups = None  # the fused schedule, computed when introspection asks
+            self._kernels = None
         elif backend == "triton":
             from fusegrad.runtime.triton_backend import TritonProgram
 
@@ -73,11 +74,14 @@ class Program:
 
     @property
     def kernels(self):
-        if self.backend == "triton":
-            return self._kernels
-        from fusegrad.compiler import schedule
+        """The schedule's kernels as generated Triton (``.name``, ``.source``, ``.ops``):
+        the cpu backend runs the same schedule as ATen calls but reports, and can dump or
+        build ahead of time, the kernels the triton backend would launch."""
+        if self._kernels is None:
+            from fusegrad.compiler.codegen_triton import generate
 
-        return schedule.kernel_summaries(self.groups)
+            self._kernels = [generate(g) for g in self.groups]
+        return self._kernels
 
     def stats(self) -> dict:
         from fusegrad.compiler import schedule
