@@ -417,3 +417,18 @@ def test_grad_zeroed_in_place_without_backward():
     held = m[0].weight.grad
     c()
     assert T.count_nonzero(held._data) == 0  # the replay wrote into the current .grad
+
+
+def test_module_changes_retrace_with_reasons():
+    m = make_model()
+    c = fg.compile(lambda x: m(x).sum())
+    x = make_data()[0]
+    c(x)
+    m.eval()
+    c(x)
+    assert "training True -> False" in c.explain()
+    m.train()
+    c(x)
+    m[0] = fg.nn.Linear(12, 16)
+    assert_close(c(x), m(x).sum(), "after replacing a layer")
+    assert "replaced" in c.explain()

@@ -53,6 +53,15 @@ def _flatten(obj, leaves):
     return ("id", id(obj))
 
 
+_TENSOR_ARGS: dict[int, tuple] = {}
+
+
+def _tensor_args(n):
+    """The structure ``_flatten`` gives ``(args, {})`` for ``n`` tensor arguments."""
+    _TENSOR_ARGS[n] = ("tuple", (("tuple", (("T",),) * n), ("dict", ())))
+    return _TENSOR_ARGS[n]
+
+
 def _unflatten(obj, it):
     if isinstance(obj, Tensor):
         return next(it)
@@ -95,6 +104,7 @@ class CompiledFunction:
         self.reasons: list[str] = []
         self.program: Program | None = None
         self._warned = False
+        self._last: _Entry | None = None
 
     # -- calling ----------------------------------------------------------------------------
 
@@ -103,8 +113,12 @@ class CompiledFunction:
             # FUSEGRAD_EAGER is read until the first trace: reading os.environ on every
             # replay would cost more than some whole steps
             return self.fn(*args, **kwargs)
-        leaves: list[Tensor] = []
-        structure = _flatten((args, kwargs), leaves)
+        if not kwargs and all(type(a) is Tensor for a in args):  # the common call, fast
+            leaves = list(args)
+            structure = _TENSOR_ARGS.get(len(args)) or _tensor_args(len(args))
+        else:
+            leaves = []
+            structure = _flatten((args, kwargs), leaves)
         entry = self._lookup(leaves, structure)
         if entry.eager:
             return self.fn(*args, **kwargs)
@@ -115,10 +129,21 @@ class CompiledFunction:
         return entry.program(leaves, structure)
 
     def _lookup(self, leaves, structure):
-        reason = None
+        # the entry the previous call used first: usually it fits, and when it does not,
+        # its failed guard is the reason worth reporting
+        last = self._last
+        if last is not None:
+            reason = last.guard.check(leaves, structure)
+            if reason is None:
+                return last
+        else:
+            reason = None
         for entry in reversed(self.entries):
+            if entry is last:
+                continue
             why = entry.guard.check(leaves, structure)
             if why is None:
+                self._last = entry
                 return entry
             if reason is None:
                 reason = why
@@ -130,6 +155,7 @@ class CompiledFunction:
         self.reasons.append(reason or "first call")
         entry = self._compile(leaves, structure)
         self.entries.append(entry)
+        self._last = entry
         return entry
 
     def _compile(self, leaves, structure):
@@ -157,7 +183,7 @@ class CompiledFunction:
         if diff and (tracer.ran_backward or tracer.written or tracer.stateful):
             # a training step: the loss it returns had its graph consumed by the backward
             # inside, as in eager; a later backward through it raises eager's error
-            consumed = [(i, t.grad_fn.name()) for i, t in diff]
+            consumed = B.consumed_nodes(diff)
         elif diff:
             bwd = B.trace_backward(tracer, diff, len(leaves))
         graph: Graph = tracer.finish(res_leaves)

@@ -102,8 +102,13 @@ class _ConsumedNode(Node):
 
 
 def attach_consumed(outs, consumed):
+    """``consumed``: [(position, node)]; the node is shared by every call's output (it
+    holds nothing and only raises)."""
+    for i, node in consumed:
+        outs[i].grad_fn = node
+
+
+def consumed_nodes(diff):
     from fusegrad.autograd.node import node_class
 
-    for i, name in consumed:
-        node = node_class(name, _ConsumedNode)()
-        outs[i].grad_fn = node
+    return [(i, node_class(t.grad_fn.name(), _ConsumedNode)()) for i, t in diff]

@@ -6,6 +6,8 @@ A guard is a list of checks, each returning None when it holds or a reason such 
 
 from __future__ import annotations
 
+import torch
+
 from fusegrad.autograd import grad_mode
 from fusegrad.compiler.tracer import Captured, GradOf, Number
 from fusegrad.primitives import fmt_shape
@@ -81,10 +83,20 @@ def describe_signature(leaves, structure) -> str:
 
 
 class Guard:
-    def __init__(self, checks):
+    """The checks of one traced signature.
+
+    ``check`` first runs one generated function of inline conditions (the replay fast
+    path: one call, no closures); only when it fails do the individual checks run, to
+    confirm the miss and say why.
+    """
+
+    def __init__(self, checks, fast=None):
         self.checks = checks
+        self.fast = fast
 
     def check(self, leaves, structure):
+        if self.fast is not None and self.fast(leaves, structure):
+            return None
         for c in self.checks:
             why = c(leaves, structure)
             if why is not None:
@@ -103,7 +115,98 @@ class Guard:
                 checks.append(_optimizer_groups_check(obj, tracer))
         if tracer is not None:
             checks += _tracer_checks(tracer)
-        return cls(checks)
+        return cls(checks, _fast_path(leaves, structure, grad_enabled, tracer, watched, fn))
+
+
+def _fast_path(leaves, structure, grad_enabled, tracer, watched, fn):
+    """One Python function: True when every condition the trace depends on still holds.
+
+    It may be stricter than the checks (identity where they compare values), never looser.
+    """
+    from fusegrad.nn.module import structure_version
+
+    env = {"_mode": grad_mode._mode, "_same": _same_items}
+    conds = []
+
+    def const(obj):
+        name = f"k{len(env)}"
+        env[name] = obj
+        return name
+
+    k = const(structure)
+    conds.append(f"(s is {k} or s == {k})")
+    for i, t in enumerate(leaves):
+        conds.append(f"leaves[{i}]._data.shape == {const(t.shape)}")
+        conds.append(f"leaves[{i}]._data.dtype is {const(t.dtype)}")
+        conds.append(f"leaves[{i}]._data.device == {const(t.device)}")
+        conds.append(f"(leaves[{i}]._requires_grad or leaves[{i}].grad_fn is not None) is "
+                     f"{t.requires_grad}")
+    conds.append(f"_mode.enabled is {bool(grad_enabled)}")
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        glb = getattr(fn, "__globals__", {})
+        g = const(glb)
+        for n in code.co_names:
+            if n in glb:
+                conds.append(f"{g}.get({n!r}) is {const(glb[n])}")
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                conds.append(f"{const(cell)}.cell_contents is {const(cell.cell_contents)}")
+            except ValueError:
+                pass
+    for obj in watched:
+        if _is_module(obj):
+            # train()/eval() and replaced layers all go through Module.__setattr__, which
+            # bumps the version: one comparison covers every submodule
+            conds.append(f"{const(structure_version)}[0] == {structure_version[0]}")
+            continue
+        o = const(obj)
+        lifted = {(id(src.container), src.key) for src in (tracer.sources if tracer else ())
+                  if isinstance(src, Number)}
+        conds.append(f"len({o}.param_groups) == {len(obj.param_groups)}")
+        for gi, grp in enumerate(obj.param_groups):
+            gn = const(grp)
+            conds.append(f"{o}.param_groups[{gi}] is {gn}")
+            conds.append(f"_same({gn}['params'], {const(list(grp['params']))})")
+            for k, v in grp.items():
+                if k != "params" and (id(grp), k) not in lifted:
+                    conds.append(f"{gn}.get({k!r}) == {const(v)}")
+        if tracer is not None:
+            st = f"{o}.state"
+            conds.append(f"len({st}) == {len(obj.state)}")
+            for p, ps in obj.state.items():
+                conds.append(f"len({st}.get({const(p)}, ())) == {len(ps)}")
+    if tracer is not None:
+        captured = {id(src.tensor) for src in tracer.sources if isinstance(src, Captured)}
+        for src in tracer.sources:
+            if isinstance(src, Captured):
+                c = const(src.tensor)
+                conds.append(f"{c}._data is {const(src.tensor._data)}")
+                if src.tensor.grad_fn is None:
+                    conds.append(f"{c}._requires_grad is {src.tensor._requires_grad}")
+                else:
+                    conds.append(f"{c}.grad_fn is not None")
+            elif isinstance(src, Number):
+                v = src.container[src.key]
+                conds.append(f"type({const(src.container)}[{src.key!r}]) is {const(type(v))}")
+        for t, was_none, shape in tracer.grad_deps.values():
+            c = const(t)
+            if was_none:
+                conds.append(f"{c}._grad is None")
+            else:
+                conds.append(f"{c}._grad is not None and {c}._grad._data.shape == "
+                             f"{const(torch.Size(shape))}")
+        for obj, snap in tracer.stateful.values():
+            for p, (_, contents) in snap.items():
+                for key, v in contents.items():
+                    if id(v) in captured:
+                        conds.append(f"{const(obj)}.state.get({const(p)}, {{}}).get({key!r}) "
+                                     f"is {const(v)}")
+    src = "def fast(leaves, s):\n    return (" + "\n            and ".join(conds) + ")\n"
+    exec(compile(src, "<fusegrad guard>", "exec"), env)
+    fast = env["fast"]
+    fast.source = src
+    return fast
 
 
 def _bindings_check(fn):
@@ -176,7 +279,19 @@ def _module_check(m):
     snap = [(sub, sub.training, list(getattr(sub, "_parameters", {}).values()),
              list(getattr(sub, "_modules", {}).values())) for sub in modules]
 
+    from fusegrad.nn.module import structure_version
+
+    seen = [structure_version[0]]
+
     def check(leaves, s):
+        if structure_version[0] == seen[0]:
+            return None  # no module attribute changed anywhere since the last full check
+        why = full_check()
+        if why is None:
+            seen[0] = structure_version[0]
+        return why
+
+    def full_check():
         for sub, training, params, children in snap:
             if sub.training is not training:
                 return f"{type(sub).__name__}.training {training} -> {sub.training}"

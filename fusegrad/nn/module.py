@@ -63,6 +63,11 @@ def _check_name(kind, name):
         raise KeyError(f'{kind} name can\'t be empty string ""')
 
 
+# Bumped on every attribute set/delete and registration on any Module: a compiled
+# function's guard compares one integer on replay and re-checks its modules only when it moved.
+structure_version = [0]
+
+
 class Module:
     """Base class of all layers: holds parameters, buffers and submodules by attribute name.
 
@@ -95,6 +100,7 @@ class Module:
 
     def register_parameter(self, name, param):
         """Add ``param`` (a :class:`Parameter` or None) to the module as ``name``."""
+        structure_version[0] += 1
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
         _check_name("parameter", name)
@@ -117,6 +123,7 @@ class Module:
     def register_buffer(self, name, tensor, persistent=True):
         """Add a buffer: state that is not a parameter (saved in ``state_dict`` when
         ``persistent``, moved by ``to()``, never returned by ``parameters()``)."""
+        structure_version[0] += 1
         if "_buffers" not in self.__dict__:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
         _check_name("buffer", name)
@@ -134,6 +141,7 @@ class Module:
 
     def add_module(self, name, module):
         """Add ``module`` (a Module or None) as the child ``name``."""
+        structure_version[0] += 1
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_typename(module)} is not a Module subclass")
         if not isinstance(name, str):
@@ -157,6 +165,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __setattr__(self, name, value):
+        structure_version[0] += 1
         def remove_from(*containers):
             for c in containers:
                 if name in c:
@@ -204,6 +213,7 @@ class Module:
                     object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        structure_version[0] += 1
         for registry in (self._parameters, self._buffers, self._modules):
             if name in registry:
                 del registry[name]
