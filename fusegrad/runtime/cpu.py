@@ -337,7 +337,8 @@ def _generate(graph: Graph):
             storage[n] = storage.get(dest, dest) if dest else n
             ops = [storage.get(a, a) if isinstance(x, Var) and x not in weak else None
                    for x, a in zip(e.inputs, name_in)]
-            inplace = _inplace_form(pn, name_in, ops, storage[n]) if dest else None
+            inplace = _inplace_form(pn, name_in, ops, storage[n], out.numel()) if dest \
+                else None
             lines.append(_InPlace(n, storage[n], call, inplace, ops) if inplace
                          else f"{n} = {call}")
         for key, dest in free_at.pop(i, ()):
@@ -402,7 +403,11 @@ class _InPlace:
         return f"{self.name} = {self.line}"
 
 
-def _inplace_form(pn, names, bufs, dest):
+# Above this size a fused call's single pass over memory beats saving calls by batching.
+FOREACH_SPLIT_LIMIT = 1 << 16
+
+
+def _inplace_form(pn, names, bufs, dest, numel):
     """The line as foreach steps writing ``dest`` in place, or None."""
     if pn in _FOREACH_UNARY and bufs[0] == dest:
         return [(pn, dest, None, None)]
@@ -418,7 +423,8 @@ def _inplace_form(pn, names, bufs, dest):
         op = "add" if pn == "add_scaled" else "sub"
         if bufs[0] == dest:
             return [(op, dest, y, s)]
-        if bufs[1] == dest:  # y <- x +/- s*y: scale y in place, then add x
+        if bufs[1] == dest and numel <= FOREACH_SPLIT_LIMIT:
+            # y <- x +/- s*y: scale y in place, then add x (two batched passes)
             return [("mul", dest, s if op == "add" else f"(-{s})", None),
                     ("add", dest, x, None)]
     return None
