@@ -27,8 +27,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # run from a checkout without installing fusegrad
     sys.path.insert(0, _REPO)
 
-import fusegrad
-from fusegrad import nn
+import fusegrad  # noqa: E402
+from fusegrad import nn  # noqa: E402
 
 
 def parse_args(argv=None):

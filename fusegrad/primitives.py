@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -203,8 +203,9 @@ def _where_meta(c, a, b):
         not isinstance(c, Scalar) and c.dtype == torch.bool,
         lambda: f"where: expected condition to be a bool tensor, got {fmt_operand(c)}",
     )
-    shape = broadcast_shapes("where", c.shape, broadcast_shapes(
-        "where", () if isinstance(a, Scalar) else a.shape, () if isinstance(b, Scalar) else b.shape))
+    sa = () if isinstance(a, Scalar) else a.shape
+    sb = () if isinstance(b, Scalar) else b.shape
+    shape = broadcast_shapes("where", c.shape, broadcast_shapes("where", sa, sb))
     return Aval(shape, result_dtype(a, b), device_of(c, a, b))
 
 

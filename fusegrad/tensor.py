@@ -15,7 +15,7 @@ import torch
 
 from fusegrad.autograd import grad_mode
 from fusegrad.autograd.node import AccumulateGrad, Node, SavedTensor, node_class
-from fusegrad.primitives import Scalar, aval_of, is_float
+from fusegrad.primitives import aval_of, is_float
 
 _mode = grad_mode._mode
 
@@ -407,7 +407,7 @@ class Tensor:
         data = self._concrete("bool(Tensor)")
         if data.numel() != 1:
             raise RuntimeError(
-                f"Boolean value of Tensor with more than one value is ambiguous")
+                "Boolean value of Tensor with more than one value is ambiguous")
         return bool(data)
 
     def __float__(self):

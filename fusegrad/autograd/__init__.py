@@ -33,7 +33,7 @@ def _make_grads(outputs, grads):
         grads = (None,) * len(outputs)
     if len(grads) != len(outputs):
         raise RuntimeError(
-            f"grad can be implicitly created only for scalar outputs" if not grads else
+            "grad can be implicitly created only for scalar outputs" if not grads else
             f"Mismatch in number of gradients: got {len(grads)} gradients for "
             f"{len(outputs)} outputs")
     out = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from fusegrad.autograd import grad_mode
-from fusegrad.compiler.tracer import Captured, GradOf, Number
+from fusegrad.compiler.tracer import Captured, Number
 from fusegrad.primitives import fmt_shape
 
 

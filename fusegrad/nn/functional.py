@@ -10,7 +10,6 @@ import torch
 from fusegrad import ops
 from fusegrad.ops import composite, log_softmax, sigmoid, softmax, tanh  # noqa: F401
 from fusegrad.primitives import check
-from fusegrad.tensor import Tensor
 
 __all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "linear", "mse_loss",
            "l1_loss", "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
@@ -158,8 +157,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     n_t = target.shape[0] if target.dim() > 0 else 1
     check(input.dim() >= 1 and n_in == n_t, lambda: f"Expected input batch_size ({n_in}) to "
           f"match target batch_size ({n_t}).", ValueError)
-    if target.dim() > 0 and not (target._data if isinstance(target._data, torch.Tensor)
-                                 else None) is None:
+    if target.dim() > 0 and isinstance(target._data, torch.Tensor):  # eager: check values
         t = target._data
         n_classes = input.shape[1] if input.dim() > 1 else input.shape[0]
         bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
