@@ -308,28 +308,28 @@ def argmin(x, dim=None, keepdim=False):
     return argmax(neg(x), dim, keepdim)
 
 
-def max(x, dim=None, keepdim=False):
+def _max_min(x, dim, keepdim, which):
+    """``max``/``min``: the full reduction, or (values, indices) along ``dim``."""
+    prim, pairwise, arg, name = {
+        "max": (P.amax, maximum, argmax, "Max"), "min": (P.amin, minimum, argmin, "Min")}[which]
     if isinstance(dim, Tensor):
-        return maximum(x, dim)
+        return pairwise(x, dim)
     if dim is None:
-        return apply(P.amax, x, grad_name="MaxBackward1", dims=None, keepdim=False)
-    indices = argmax(x, dim, keepdim)
+        return apply(prim, x, grad_name=f"{name}Backward1", dims=None, keepdim=False)
+    indices = arg(x, dim, keepdim)
+    result = getattr(return_types, which)
     if _picks_by_index(x):
-        return return_types.max(_max_values(x, dim, keepdim, indices=indices), indices)
-    values = apply(P.amax, x, grad_name="MaxBackward0", dims=(dim,), keepdim=keepdim)
-    return return_types.max(values, indices)
+        return result(_picked[which](x, dim, keepdim, indices=indices), indices)
+    values = apply(prim, x, grad_name=f"{name}Backward0", dims=(dim,), keepdim=keepdim)
+    return result(values, indices)
+
+
+def max(x, dim=None, keepdim=False):
+    return _max_min(x, dim, keepdim, "max")
 
 
 def min(x, dim=None, keepdim=False):
-    if isinstance(dim, Tensor):
-        return minimum(x, dim)
-    if dim is None:
-        return apply(P.amin, x, grad_name="MinBackward1", dims=None, keepdim=False)
-    indices = argmin(x, dim, keepdim)
-    if _picks_by_index(x):
-        return return_types.min(_min_values(x, dim, keepdim, indices=indices), indices)
-    values = apply(P.amin, x, grad_name="MinBackward0", dims=(dim,), keepdim=keepdim)
-    return return_types.min(values, indices)
+    return _max_min(x, dim, keepdim, "min")
 
 
 def _picks_by_index(x):
@@ -346,8 +346,7 @@ def _pick(x, dim, keepdim, indices):
     return sum(where(mask, x, 0.0), dim, keepdim)
 
 
-_max_values = composite("MaxBackward0")(_pick)
-_min_values = composite("MinBackward0")(_pick)
+_picked = {"max": composite("MaxBackward0")(_pick), "min": composite("MinBackward0")(_pick)}
 
 
 @composite("SoftmaxBackward0", saves_out=True)

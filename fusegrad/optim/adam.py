@@ -75,12 +75,7 @@ class Adam(Optimizer):
         beta2 = hyper(group, "betas", 1)
         eps = hyper(group, "eps")
         weight_decay = hyper(group, "weight_decay") if decay_on else 0.0
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._grads(group):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = _step_tensor(p, 0.0)

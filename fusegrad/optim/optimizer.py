@@ -161,6 +161,16 @@ class Optimizer:
         """The algorithm, for one parameter group (subclasses define it)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _grads(group):
+        """(parameter, gradient) for the group's parameters that have one; the gradient is
+        negated when the group maximizes."""
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            yield p, (-grad if group["maximize"] else grad)
+
     # ------------------------------------------------------------------ state dict
 
     def state_dict(self):

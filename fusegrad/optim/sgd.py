@@ -55,12 +55,7 @@ class SGD(Optimizer):
         momentum = hyper(group, "momentum") if momentum_on else 0.0
         dampening = hyper(group, "dampening") if momentum_on else 0.0
         weight_decay = hyper(group, "weight_decay") if decay_on else 0.0
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._grads(group):
             if decay_on:
                 grad = grad + p * weight_decay
             if momentum_on:
