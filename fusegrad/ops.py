@@ -37,7 +37,8 @@ def _t(x):
 def composite(grad_name, saves=True, saves_out=False):
     """Make ``fn`` (a decomposition into other ops) one autograd node called ``grad_name``.
 
-    Under a trace, or when nothing needs a gradient, the decomposition simply runs.
+    When nothing needs a gradient the decomposition simply runs. Under a trace the node is
+    made too, so a compiled function's outputs carry the names eager gives them.
     ``saves=False`` marks ops whose PyTorch node saves no tensors (mean, stack): their
     backward can run again without ``retain_graph``, as in PyTorch. ``saves_out=True``
     marks ops whose PyTorch node saves its result (softmax, logsumexp, norm): an in-place
@@ -47,7 +48,7 @@ def composite(grad_name, saves=True, saves_out=False):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if trace_state.tracer is not None or not _mode.enabled:
+            if not _mode.enabled:
                 return fn(*args, **kwargs)
             # integer tensors (class targets, indices) get no edge, as in PyTorch's nodes
             tensors = [a for a in args if isinstance(a, Tensor) and P.is_float(a.dtype)]

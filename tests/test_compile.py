@@ -85,6 +85,7 @@ def test_compiled_training_equals_eager_over_20_steps(opt_name):
     for i in range(20):
         le, lc = eager(x, y), step(x, y)
         assert_close(le, lc, f"loss at step {i}")
+        assert repr(le.grad_fn).split()[0] == repr(lc.grad_fn).split()[0]
         assert_same_state(models, opts)
     assert len(step.entries) <= 2  # the first step creates optimizer state: one retrace
 
