@@ -93,3 +93,19 @@ def test_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "held-out accuracy" in proc.stdout
     assert (tmp_path / "checkpoints" / "digits.pt").exists()  # the default --checkpoint
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_compiled_run_matches_eager_run(digits, tmp_path, capsys, optimizer):
+    args = ("--epochs", "3", "--optimizer", optimizer)
+    eager = run(digits, tmp_path, *args, name="eager.pt")
+    compiled = run(digits, tmp_path, *args, "--compile", name="compiled.pt")
+    assert compiled["epoch"] == eager["epoch"] == 3
+    assert abs(compiled["loss"] - eager["loss"]) < 1e-4 * max(1.0, eager["loss"])
+    assert abs(compiled["accuracy"] - eager["accuracy"]) < 0.01
+    a, b = fg.load(tmp_path / "eager.pt"), fg.load(tmp_path / "compiled.pt")
+    assert list(a["model"]) == list(b["model"])
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k]._data, b["model"][k]._data, atol=1e-4), k
+    out = capsys.readouterr().out
+    assert "compiled 2 signature(s)" in out and "step time" in out and "n_kernels" in out
