@@ -222,7 +222,9 @@ class CompiledFunction:
             times = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in program.compile_times.items())
             print(f"[fusegrad] compile phases: {times}", file=sys.stderr)
         if level >= 4:
-            print(f"[fusegrad] generated code:\n{program.source}", file=sys.stderr)
+            print(f"[fusegrad] generated {backend} program:\n{program.source}", file=sys.stderr)
+            for k in program.kernels:
+                print(f"[fusegrad] Triton kernel {k.name}:\n{k.source}", file=sys.stderr)
         return _Entry(program, guard, sig)
 
     # -- check=True ------------------------------------------------------------------------

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.tracer import (Captured, SetGrad, SetState, WriteGradInPlace,
-                                      WriteInPlace)
+from fusegrad.compiler.tracer import (Captured, Returned, SetGrad, SetState,
+                                      WriteGradInPlace, WriteInPlace)
 from fusegrad.tensor import Tensor
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -53,11 +53,11 @@ def _observe(program, result):
     seen = []
     flat = []
     _leaves(result, flat)
-    for i, t in enumerate(flat):
-        seen.append((f"returned value {i}", t._data.clone(), None))
     for o, s in zip(program.graph.outputs, program.graph.sinks):
         e = prod.get(o) if isinstance(o, Var) else None
-        if isinstance(s, WriteInPlace):
+        if isinstance(s, Returned):
+            seen.append((f"returned value {s.index}", flat[s.index]._data.clone(), e))
+        elif isinstance(s, WriteInPlace):
             seen.append((str(s), s.tensor._data.clone(), e))
         elif isinstance(s, (SetGrad, WriteGradInPlace)):
             g = s.tensor._grad
@@ -99,7 +99,10 @@ def run_checked(compiled, program, args, kwargs, leaves, structure):
                 have.double(), want.double(), rtol=RTOL, atol=ATOL, equal_nan=True):
             diff = (have.double() - want.double()).abs().max().item() \
                 if want.shape == have.shape else "shape"
-            origin = f"; computed by `{e!r}`" if e is not None else ""
+            origin = ""
+            if e is not None:
+                kernel = next((g.name for g in program.groups if e in g.eqns), None)
+                origin = f"; computed by `{e!r}`" + (f" in kernel {kernel}" if kernel else "")
             raise CompareError(f"fusegrad.compile(check=True): {what} differs from eager "
                                f"(max abs diff {diff}){origin}")
     return result
