@@ -113,14 +113,15 @@ class Tensor:
                  "_hooks", "_post_acc_hooks", "_accumulator", "_inference", "__dict__",
                  "__weakref__")
 
-    def __init__(self, data=None, *, requires_grad=False):
-        # ``fusegrad.Tensor(data)`` works like ``fusegrad.tensor(data)``
-        if data is None:
-            data = torch.empty(0)
-        elif isinstance(data, Tensor):
-            data = data._data
-        elif not isinstance(data, torch.Tensor):
-            data = torch.tensor(data)
+    def __init__(self, *args, requires_grad=False):
+        # ``fusegrad.Tensor(...)`` is ``torch.Tensor(...)``: data (as the default float
+        # dtype) or sizes; a Tensor argument shares its storage
+        if len(args) == 1 and isinstance(args[0], Tensor):
+            data = args[0]._data
+        elif len(args) == 1 and isinstance(args[0], torch.Tensor):
+            data = args[0].detach()
+        else:
+            data = torch.Tensor(*args)
         Tensor._init(self, data)
         if requires_grad:
             self.requires_grad_(True)
