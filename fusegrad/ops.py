@@ -114,7 +114,7 @@ def clone(x, *, memory_format=None):
 def add(a, b, *, alpha=1):
     a, b = _t(a), _t(b)
     if alpha != 1:
-        b = mul(b, alpha)
+        b = b * alpha if isinstance(b, Scalar) else mul(b, alpha)
     if isinstance(a, Scalar):
         a, b = b, a
     return apply(P.add, a, b)
@@ -123,7 +123,7 @@ def add(a, b, *, alpha=1):
 def sub(a, b, *, alpha=1):
     a, b = _t(a), _t(b)
     if alpha != 1:
-        b = mul(b, alpha)
+        b = b * alpha if isinstance(b, Scalar) else mul(b, alpha)
     if isinstance(a, Scalar):
         return apply(P.sub, a, b, grad_name="RsubBackward1", scalar_edges=False)
     return apply(P.sub, a, b)
@@ -902,7 +902,7 @@ def type_as(x, other):
 
 def contiguous(x, memory_format=None):
     d = x._data
-    if not isinstance(d, torch.Tensor) or d.is_contiguous():
+    if trace_state.tracer is not None or d.is_contiguous():
         return x  # in a trace, layout is the compiler's business
     out = apply(P.copy, x)  # CloneBackward0, as PyTorch's contiguous()
     out._data = out._data.contiguous()  # clone keeps a transposed layout; this copy does not

@@ -48,9 +48,10 @@ def _flatten(obj, leaves):
         return (type(obj).__name__, tuple(_flatten(o, leaves) for o in obj))
     if isinstance(obj, dict):
         return ("dict", tuple((k, _flatten(v, leaves)) for k, v in obj.items()))
-    if isinstance(obj, (int, float, str, bool, type(None), torch.dtype, torch.device)):
+    if isinstance(obj, (int, float, str, bool, type(None), torch.dtype, torch.device, slice,
+                        type(Ellipsis))):
         return ("v", type(obj).__name__, obj)
-    return ("id", id(obj))
+    return ("id", id(obj), obj)  # any other object: the same object, by identity
 
 
 _TENSOR_ARGS: dict[int, tuple] = {}
@@ -271,10 +272,9 @@ def _rebuild(s, it):
         return items if kind == "list" else tuple(items)
     if kind == "dict":
         return {k: _rebuild(v, it) for k, v in s[1]}
-    if kind == "v":
+    if kind in ("v", "id"):
         return s[2]
-    raise TypeError("fusegrad.compile: arguments must be tensors, numbers, strings, or "
-                    "lists/tuples/dicts of them")
+    raise TypeError(f"fusegrad.compile: cannot rebuild an argument of kind {kind!r}")
 
 
 def _default_backend(leaves, graph) -> str:

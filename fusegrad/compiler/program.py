@@ -160,9 +160,7 @@ def _rebuild(s, outs, leaves):
         return items if kind == "list" else tuple(items)
     if kind == "dict":
         return {k: _rebuild(v, outs, leaves) for k, v in s[1]}
-    if kind == "v":
-        return s[2]
-    return None
+    return s[2]  # "v": a value, "id": an object, returned as traced
 
 
 del Tensor
