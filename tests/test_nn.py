@@ -571,3 +571,38 @@ def test_load_state_dict_copies_values_and_bumps_version():
     sd64 = {k: x.to(fg.float64) for k, x in sd.items()}
     b.load_state_dict(sd64)  # cast to the parameter's dtype, as torch's copy_ does
     assert b.weight.dtype == fg.float32
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_clip_grad_norm_matches_torch_and_compiles(norm_type):
+    def grads(lib):
+        lib.manual_seed(0)
+        m = lib.nn.Linear(6, 4)
+        (m(lib.randn(5, 6)) ** 2).sum().backward()
+        return m
+
+    mf, mt = grads(fg), grads(torch)
+    total_f = fg.nn.utils.clip_grad_norm_(mf.parameters(), 0.5, norm_type)
+    total_t = torch.nn.utils.clip_grad_norm_(mt.parameters(), 0.5, norm_type)
+    assert torch.allclose(total_f._data, total_t, rtol=1e-5)
+    for a, b in zip(mf.parameters(), mt.parameters()):
+        assert torch.allclose(a.grad._data, b.grad, rtol=1e-5, atol=1e-7)
+
+    mc = grads(fg)
+    step = fg.compile(lambda: fg.nn.utils.clip_grad_norm_(mc.parameters(), 0.5, norm_type))
+    assert torch.allclose(step()._data, total_t, rtol=1e-5)
+    for a, b in zip(mc.parameters(), mt.parameters()):
+        assert torch.allclose(a.grad._data, b.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_clip_grad_value_matches_torch():
+    fg.manual_seed(0)
+    mf = fg.nn.Linear(6, 4)
+    (mf(fg.randn(5, 6)) ** 2).sum().backward()
+    torch.manual_seed(0)
+    mt = torch.nn.Linear(6, 4)
+    (mt(torch.randn(5, 6)) ** 2).sum().backward()
+    fg.nn.utils.clip_grad_value_(mf.parameters(), 0.3)
+    torch.nn.utils.clip_grad_value_(mt.parameters(), 0.3)
+    for a, b in zip(mf.parameters(), mt.parameters()):
+        assert torch.allclose(a.grad._data, b.grad)

@@ -1,6 +1,6 @@
 """``fusegrad.nn``: modules, parameters, losses and initialisation, as in ``torch.nn``."""
 
-from fusegrad.nn import functional, init
+from fusegrad.nn import functional, init, utils
 from fusegrad.nn.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from fusegrad.nn.container import ModuleDict, ModuleList, Sequential
 from fusegrad.nn.dropout import Dropout
@@ -13,4 +13,4 @@ from fusegrad.nn.parameter import Parameter
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "Dropout", "Flatten", "Identity",
            "L1Loss", "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "Module", "ModuleDict",
            "ModuleList", "NLLLoss", "Parameter", "ReLU", "Sequential", "SiLU", "Sigmoid",
-           "Softmax", "Tanh", "functional", "init"]
+           "Softmax", "Tanh", "functional", "init", "utils"]
