@@ -5,8 +5,8 @@ autograd node as PyTorch does. Tensor methods and operators are bound at the bot
 from __future__ import annotations
 
 import builtins
-import math
 import functools
+import math
 from collections import namedtuple
 
 import torch
@@ -15,7 +15,7 @@ from fusegrad import primitives as P
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.autograd.node import CompositeNode, Node, SavedTensor, node_class
 from fusegrad.primitives import Scalar, check, normalize_dims
-from fusegrad.tensor import Tensor, apply, apply_inplace, trace_state
+from fusegrad.tensor import Tensor, apply, trace_state
 
 _builtin_slice = builtins.slice
 _sum = builtins.sum
@@ -764,107 +764,6 @@ def iota(shape, dim, *, dtype=torch.int64, device="cpu"):
     return expand(r, shape)
 
 
-# --------------------------------------------------------------------------- in-place
-
-
-def _inplace_binary(prim):
-    def op(self, other, *, alpha=1):
-        other = _t(other)
-        if alpha != 1:
-            other = mul(other, alpha)
-        return apply_inplace(prim, self, other)
-
-    op.__name__ = prim.name + "_"
-    return op
-
-
-add_ = _inplace_binary(P.add)
-sub_ = _inplace_binary(P.sub)
-mul_ = _inplace_binary(P.mul)
-div_ = _inplace_binary(P.div)
-
-
-def pow_(self, exponent):
-    return apply_inplace(P.pow_, self, exponent)
-
-
-def clamp_(self, min=None, max=None):
-    return apply_inplace(P.clamp, self, lo=min, hi=max)
-
-
-def _inplace_unary(prim):
-    def op(self):
-        return apply_inplace(prim, self)
-
-    op.__name__ = prim.name + "_"
-    return op
-
-
-exp_ = _inplace_unary(P.exp)
-neg_ = _inplace_unary(P.neg)
-relu_ = _inplace_unary(P.relu)
-sigmoid_ = _inplace_unary(P.sigmoid)
-tanh_ = _inplace_unary(P.tanh)
-sqrt_ = _inplace_unary(P.sqrt)
-
-
-def fill_(self, value, *, grad_name=None):
-    from fusegrad.tensor import _check_inplace
-
-    _check_inplace(self)
-    tracked = _mode.enabled and (self.requires_grad or (
-        isinstance(value, Tensor) and value.requires_grad))
-    if trace_state.tracer is None and not tracked:
-        self._data.fill_(value._data if isinstance(value, Tensor) else value)
-        self._vc[0] += 1
-        return self
-    if isinstance(value, Scalar):
-        return _write(self, full_like(self, value), grad_name or "FillBackward2")
-    return _write(self, expand(cast(value, self.dtype), self.shape), "FillBackward3")
-
-
-def zero_(self):
-    return fill_(self, 0, grad_name="ZeroBackward0")
-
-
-def copy_(self, src, non_blocking=False):
-    from fusegrad.tensor import _check_inplace
-
-    _check_inplace(self)
-    src = _t(src)
-    if trace_state.tracer is None and not (_mode.enabled and (self.requires_grad or (
-            isinstance(src, Tensor) and src.requires_grad))):
-        self._data.copy_(src._data if isinstance(src, Tensor) else src)
-        self._vc[0] += 1
-        return self
-    value = expand(cast(src, self.dtype), self.shape)
-    if tuple(value.shape) == tuple(self.shape) and value is src:
-        value = clone(value)
-    return _write(self, value, "CopyBackwards")
-
-
-def _write(self, value, grad_name):
-    """Make ``value`` the new content of ``self`` (functional form of an in-place write)."""
-    if trace_state.tracer is not None:
-        trace_state.tracer.write(self, value)
-        self._vc[0] += 1
-        return self
-    if _mode.enabled and (self.requires_grad or value.requires_grad):
-        if self._base is not None:
-            # the base would not see the new history (PyTorch's CopySlices is not built)
-            raise RuntimeError(
-                "copy_/fill_/zero_: in-place operations on a view are not supported when "
-                "autograd records them; use the out-of-place op instead")
-        # one node, named as PyTorch's, that sends the old content a zero gradient
-        value = apply(P.where, zeros_like(self, dtype=torch.bool), self, value,
-                      grad_name=grad_name)
-    self._data.copy_(value._data)
-    self._vc[0] += 1
-    if value.grad_fn is not None and _mode.enabled:
-        self.grad_fn, self._output_nr = value.grad_fn, value._output_nr
-    return self
-
-
 # --------------------------------------------------------------------------- conversions
 
 
@@ -943,84 +842,3 @@ def logical_not(x):
 
 def logical_or(a, b):
     return ne(add(cast(a, torch.int64), cast(b, torch.int64)), 0)
-
-
-# --------------------------------------------------------------------------- Tensor methods
-
-_METHODS = dict(
-    neg=neg, negative=neg, exp=exp, log=log, sqrt=sqrt, abs=abs, sin=sin, cos=cos, tanh=tanh,
-    sigmoid=sigmoid, relu=relu, sign=sign, clone=clone, add=add, sub=sub, subtract=sub,
-    mul=mul, multiply=mul, div=div, divide=div, true_divide=div, pow=pow, square=square,
-    maximum=maximum, minimum=minimum, eq=eq, ne=ne, lt=lt, le=le, gt=gt, ge=ge,
-    logical_and=logical_and, logical_or=logical_or, logical_not=logical_not, where=None,
-    clamp=clamp, clip=clamp, clamp_min=clamp_min, clamp_max=clamp_max, sum=sum, mean=mean,
-    amax=amax, amin=amin, max=max, min=min, argmax=argmax, argmin=argmin, softmax=softmax,
-    log_softmax=log_softmax, logsumexp=logsumexp, norm=norm, reshape=reshape, view=view,
-    view_as=view_as, reshape_as=reshape_as, flatten=flatten, squeeze=squeeze,
-    unsqueeze=unsqueeze, permute=permute, transpose=transpose, swapaxes=transpose, t=t,
-    expand=expand, expand_as=expand_as, broadcast_to=broadcast_to, matmul=matmul, mm=mm,
-    bmm=bmm, dot=dot, mv=mv, add_=add_, sub_=sub_, mul_=mul_, div_=div_, pow_=pow_,
-    clamp_=clamp_, exp_=exp_, neg_=neg_, relu_=relu_, sigmoid_=sigmoid_, tanh_=tanh_,
-    sqrt_=sqrt_, fill_=fill_, zero_=zero_, copy_=copy_, to=to, type_as=type_as,
-    contiguous=contiguous, float=_caster(torch.float32), double=_caster(torch.float64),
-    half=_caster(torch.float16), bfloat16=_caster(torch.bfloat16), long=_caster(torch.int64),
-    int=_caster(torch.int32), bool=_caster(torch.bool), all=all, any=any,
-    __getitem__=getitem, __setitem__=setitem,
-)
-
-
-def _where_method(self, condition, y):
-    return where(condition, self, y)
-
-
-_METHODS["where"] = _where_method
-
-
-def _cpu(self):
-    return to(self, "cpu")
-
-
-def _cuda(self, device=None):
-    return to(self, device or "cuda")
-
-
-def _new_factory(fn):
-    def method(self, *size, dtype=None, device=None, requires_grad=False):
-        return fn(*size, dtype=dtype or self.dtype, device=device or self.device,
-                  requires_grad=requires_grad)
-
-    return method
-
-
-def _rtruediv(self, other):
-    # PyTorch computes ``2 / x`` as ``x.reciprocal() * 2``, hence its MulBackward0
-    if isinstance(other, Scalar):
-        return apply(P.div, other, self, grad_name="MulBackward0", scalar_edges=False)
-    return div(other, self)
-
-
-def _bind_methods():
-    for name, fn in _METHODS.items():
-        setattr(Tensor, name, fn)
-    Tensor.cpu = _cpu
-    Tensor.cuda = _cuda
-    Tensor.new_zeros = _new_factory(zeros)
-    Tensor.new_ones = _new_factory(ones)
-    Tensor.T = property(lambda self: permute(self, *reversed(range(self.dim()))))
-    Tensor.mT = property(lambda self: transpose(self, -2, -1))
-    ops = {
-        "__add__": add, "__radd__": lambda s, o: add(s, o), "__sub__": sub,
-        "__rsub__": lambda s, o: sub(o, s), "__mul__": mul, "__rmul__": lambda s, o: mul(s, o),
-        "__truediv__": div, "__rtruediv__": _rtruediv, "__pow__": pow,
-        "__rpow__": lambda s, o: pow(o, s), "__matmul__": matmul,
-        "__rmatmul__": lambda s, o: matmul(o, s), "__neg__": neg, "__abs__": abs,
-        "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
-        "__and__": logical_and, "__or__": logical_or, "__invert__": logical_not,
-        "__iadd__": add_, "__isub__": sub_, "__imul__": mul_, "__itruediv__": div_,
-    }
-    for name, fn in ops.items():
-        setattr(Tensor, name, fn)
-    Tensor.__hash__ = lambda self: id(self)
-
-
-_bind_methods()

@@ -18,7 +18,7 @@ __all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "linear", "mse_l
 
 def relu(input, inplace=False):
     """``max(input, 0)``; ``inplace=True`` overwrites ``input`` (``ReluBackward0`` either way)."""
-    return ops.relu_(input) if inplace else ops.relu(input)
+    return input.relu_() if inplace else ops.relu(input)
 
 
 def linear(input, weight, bias=None):

@@ -1,0 +1,188 @@
+"""In-place ops and the binding of every op as a ``Tensor`` method and Python operator.
+
+In-place ops write into a tensor's storage, bump its version counter and continue its
+autograd history from the new node; under a trace they become functional updates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fusegrad import ops as O
+from fusegrad import primitives as P
+from fusegrad.autograd.grad_mode import _mode
+from fusegrad.primitives import Scalar
+from fusegrad.tensor import Tensor, _check_inplace, apply_inplace, trace_state
+
+
+# --------------------------------------------------------------------------- in-place
+
+
+def _inplace_binary(prim):
+    def op(self, other, *, alpha=1):
+        other = O._t(other)
+        if alpha != 1:
+            other = O.mul(other, alpha)
+        return apply_inplace(prim, self, other)
+
+    op.__name__ = prim.name + "_"
+    return op
+
+
+add_ = _inplace_binary(P.add)
+sub_ = _inplace_binary(P.sub)
+mul_ = _inplace_binary(P.mul)
+div_ = _inplace_binary(P.div)
+
+
+def pow_(self, exponent):
+    return apply_inplace(P.pow_, self, exponent)
+
+
+def clamp_(self, min=None, max=None):
+    return apply_inplace(P.clamp, self, lo=min, hi=max)
+
+
+def _inplace_unary(prim):
+    def op(self):
+        return apply_inplace(prim, self)
+
+    op.__name__ = prim.name + "_"
+    return op
+
+
+exp_ = _inplace_unary(P.exp)
+neg_ = _inplace_unary(P.neg)
+relu_ = _inplace_unary(P.relu)
+sigmoid_ = _inplace_unary(P.sigmoid)
+tanh_ = _inplace_unary(P.tanh)
+sqrt_ = _inplace_unary(P.sqrt)
+
+
+def fill_(self, value, *, grad_name=None):
+    _check_inplace(self)
+    tracked = _mode.enabled and (self.requires_grad or (
+        isinstance(value, Tensor) and value.requires_grad))
+    if trace_state.tracer is None and not tracked:
+        self._data.fill_(value._data if isinstance(value, Tensor) else value)
+        self._vc[0] += 1
+        return self
+    if isinstance(value, Scalar):
+        return _write(self, O.full_like(self, value), grad_name or "FillBackward2")
+    return _write(self, O.expand(O.cast(value, self.dtype), self.shape), "FillBackward3")
+
+
+def zero_(self):
+    return fill_(self, 0, grad_name="ZeroBackward0")
+
+
+def copy_(self, src, non_blocking=False):
+    _check_inplace(self)
+    src = O._t(src)
+    if trace_state.tracer is None and not (_mode.enabled and (self.requires_grad or (
+            isinstance(src, Tensor) and src.requires_grad))):
+        self._data.copy_(src._data if isinstance(src, Tensor) else src)
+        self._vc[0] += 1
+        return self
+    value = O.expand(O.cast(src, self.dtype), self.shape)
+    if tuple(value.shape) == tuple(self.shape) and value is src:
+        value = O.clone(value)
+    return _write(self, value, "CopyBackwards")
+
+
+def _write(self, value, grad_name):
+    """Make ``value`` the new content of ``self`` (functional form of an in-place write)."""
+    if trace_state.tracer is not None:
+        trace_state.tracer.write(self, value)
+        self._vc[0] += 1
+        return self
+    if _mode.enabled and (self.requires_grad or value.requires_grad):
+        if self._base is not None:
+            # the base would not see the new history (PyTorch's CopySlices is not built)
+            raise RuntimeError(
+                "copy_/fill_/zero_: in-place operations on a view are not supported when "
+                "autograd records them; use the out-of-place op instead")
+        # one node, named as PyTorch's, that sends the old content a zero gradient
+        value = O.apply(P.where, O.zeros_like(self, dtype=torch.bool), self, value,
+                      grad_name=grad_name)
+    self._data.copy_(value._data)
+    self._vc[0] += 1
+    if value.grad_fn is not None and _mode.enabled:
+        self.grad_fn, self._output_nr = value.grad_fn, value._output_nr
+    return self
+
+
+# --------------------------------------------------------------------------- Tensor methods
+
+# Tensor methods that are the op of the same name in fusegrad.ops
+_SAME_NAME = """neg exp log sqrt abs sin cos tanh sigmoid relu sign clone add sub mul div pow
+    square maximum minimum eq ne lt le gt ge logical_and logical_or logical_not clamp
+    clamp_min clamp_max sum mean amax amin max min argmax argmin softmax log_softmax
+    logsumexp norm reshape view view_as reshape_as flatten squeeze unsqueeze permute
+    transpose t expand expand_as broadcast_to matmul mm bmm dot mv to type_as contiguous
+    all any""".split()
+
+_ALIASES = {"negative": O.neg, "subtract": O.sub, "multiply": O.mul, "divide": O.div,
+            "true_divide": O.div, "clip": O.clamp, "swapaxes": O.transpose,
+            "__getitem__": O.getitem, "__setitem__": O.setitem}
+
+_CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16,
+          "bfloat16": torch.bfloat16, "long": torch.int64, "int": torch.int32,
+          "bool": torch.bool}
+
+_INPLACE = dict(add_=add_, sub_=sub_, mul_=mul_, div_=div_, pow_=pow_, clamp_=clamp_,
+                exp_=exp_, neg_=neg_, relu_=relu_, sigmoid_=sigmoid_, tanh_=tanh_,
+                sqrt_=sqrt_, fill_=fill_, zero_=zero_, copy_=copy_)
+
+
+def _where_method(self, condition, y):
+    return O.where(condition, self, y)
+
+
+def _new_factory(fn):
+    def method(self, *size, dtype=None, device=None, requires_grad=False):
+        return fn(*size, dtype=dtype or self.dtype, device=device or self.device,
+                  requires_grad=requires_grad)
+
+    return method
+
+
+def _rtruediv(self, other):
+    # PyTorch computes ``2 / x`` as ``x.reciprocal() * 2``, hence its MulBackward0
+    if isinstance(other, Scalar):
+        return O.apply(P.div, other, self, grad_name="MulBackward0", scalar_edges=False)
+    return O.div(other, self)
+
+
+_OPERATORS = {
+    "__add__": O.add, "__radd__": lambda s, o: O.add(s, o), "__sub__": O.sub,
+    "__rsub__": lambda s, o: O.sub(o, s), "__mul__": O.mul,
+    "__rmul__": lambda s, o: O.mul(s, o), "__truediv__": O.div, "__rtruediv__": _rtruediv,
+    "__pow__": O.pow, "__rpow__": lambda s, o: O.pow(o, s), "__matmul__": O.matmul,
+    "__rmatmul__": lambda s, o: O.matmul(o, s), "__neg__": O.neg, "__abs__": O.abs,
+    "__eq__": O.eq, "__ne__": O.ne, "__lt__": O.lt, "__le__": O.le, "__gt__": O.gt,
+    "__ge__": O.ge, "__and__": O.logical_and, "__or__": O.logical_or,
+    "__invert__": O.logical_not, "__iadd__": add_, "__isub__": sub_, "__imul__": mul_,
+    "__itruediv__": div_,
+}
+
+
+def _bind_methods():
+    for name in _SAME_NAME:
+        setattr(Tensor, name, getattr(O, name))
+    for table in (_ALIASES, _INPLACE, _OPERATORS):
+        for name, fn in table.items():
+            setattr(Tensor, name, fn)
+    for name, dtype in _CASTS.items():
+        setattr(Tensor, name, O._caster(dtype))
+    Tensor.where = _where_method
+    Tensor.cpu = lambda self: O.to(self, "cpu")
+    Tensor.cuda = lambda self, device=None: O.to(self, device or "cuda")
+    Tensor.new_zeros = _new_factory(O.zeros)
+    Tensor.new_ones = _new_factory(O.ones)
+    Tensor.T = property(lambda self: O.permute(self, *reversed(range(self.dim()))))
+    Tensor.mT = property(lambda self: O.transpose(self, -2, -1))
+    Tensor.__hash__ = lambda self: id(self)  # __eq__ is elementwise, as in PyTorch
+
+
+_bind_methods()
