@@ -435,3 +435,17 @@ def test_module_changes_retrace_with_reasons():
     m[0] = fg.nn.Linear(12, 16)
     assert_close(c(x), m(x).sum(), "after replacing a layer")
     assert "replaced" in c.explain()
+
+
+def test_gradients_through_compiled_loss_with_composites():
+    m = make_model()
+    x, y = make_data()
+    f = fg.compile(lambda x, y: fg.nn.functional.cross_entropy(m(x), y) + m(x).softmax(1).sum())
+    loss = f(x, y)
+    assert type(loss.grad_fn).__name__ == "CompiledFunctionBackward"
+    loss.backward()
+    got = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    (fg.nn.functional.cross_entropy(m(x), y) + m(x).softmax(1).sum()).backward()
+    for g, p in zip(got, m.parameters()):
+        assert_close(g, p.grad, "parameter gradient")
