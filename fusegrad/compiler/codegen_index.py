@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from fusegrad.compiler.schedule import indexed
+
 TL_DTYPE = {
     torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
     torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32",
@@ -62,10 +64,11 @@ def literal(x, dtype=None) -> str:
 
 
 def contiguous_strides(shape) -> list[int]:
+    """As torch's: a dim of size 0 counts as 1, so no stride is 0 (nothing divides by 0)."""
     strides, acc = [], 1
     for s in reversed(tuple(shape)):
         strides.append(acc)
-        acc *= s
+        acc *= max(s, 1)
     return strides[::-1]
 
 
@@ -106,7 +109,7 @@ def add_terms(terms) -> int | str:
 def linear(coords, shape) -> int | str:
     """The contiguous offset of ``coords`` in a buffer of ``shape``."""
     return add_terms(_mul(c, k) for c, k, s in zip(coords, contiguous_strides(shape), shape)
-                     if s > 1)
+                     if indexed(s))
 
 
 def view_back(e, out_coords: list) -> list:
@@ -123,8 +126,8 @@ def view_back(e, out_coords: list) -> list:
         return [out_coords[j + lead] if x.shape[j] == y.shape[j + lead] else 0
                 for j in range(len(x.shape))]
     if name == "reshape":
-        xs = [j for j, s in enumerate(x.shape) if s > 1]
-        ys = [j for j, s in enumerate(y.shape) if s > 1]
+        xs = [j for j, s in enumerate(x.shape) if indexed(s)]
+        ys = [j for j, s in enumerate(y.shape) if indexed(s)]
         inc = [0] * len(x.shape)
         if [x.shape[j] for j in xs] == [y.shape[j] for j in ys]:
             for jx, jy in zip(xs, ys):
@@ -132,7 +135,7 @@ def view_back(e, out_coords: list) -> list:
             return inc
         flat = linear(out_coords, y.shape)
         for j, (s, k) in enumerate(zip(x.shape, contiguous_strides(x.shape))):
-            if s == 1:
+            if not indexed(s):
                 continue
             t = flat if k == 1 else f"{_paren(flat)} // {k}"
             inc[j] = t if k * s >= math.prod(x.shape) else f"{_paren(t)} % {s}"

@@ -100,26 +100,42 @@ def _blocks(lay: Layout, pre: str) -> tuple[dict, list]:
         [{f"{pre}BLOCK_0": b, f"{pre}BLOCK_1": b1} for b in alts]
 
 
+def _mm_form(lay: Layout) -> str:
+    """How a matmul tile is computed: ``dot`` (``tl.dot``), or in registers when an extent
+    is 1, where ``tl.dot`` (16 or more per dim) would pad the operands with broadcast
+    copies and sum them: ``outer`` (K == 1: one product), ``sum1`` (N == 1: each row of A
+    times the vector B, summed along tile axis 1, where K is laid out) or ``sum0`` (M == 1:
+    K runs along tile axis 0)."""
+    if lay.k_class is None:
+        return "outer"
+    if not lay.axes[1]:
+        return "sum1"
+    if not lay.axes[0]:
+        return "sum0"
+    return "dot"
+
+
 def _mm_blocks(lay: Layout) -> tuple[dict, list]:
     M, N = lay.axis_size(0), lay.axis_size(1)
     K = lay.matmul.inputs[0].shape[-1]
-    bk = min(32, max(16, next_pow2(K)))
+    least = 16 if _mm_form(lay) == "dot" else 1  # tl.dot's smallest operand
+    bk = min(32, max(least, next_pow2(K)))
     whole_m, whole_n = (m == "whole" for m in lay.modes)
 
     def pick(size, whole, cap):
-        return max(16, next_pow2(size)) if whole else min(cap, max(16, next_pow2(size)))
+        return max(least, next_pow2(size)) if whole else min(cap, max(least, next_pow2(size)))
 
     bm, bn = pick(M, whole_m, 64), pick(N, whole_n, 64)
     # keep the accumulator at <= 4096 elements (32 registers a thread at 4 warps)
     if whole_n and not whole_m:
-        bm = max(16, min(bm, 4096 // bn))
+        bm = max(least, min(bm, 4096 // bn))
     if whole_m and not whole_n:
-        bn = max(16, min(bn, 4096 // bm))
+        bn = max(least, min(bn, 4096 // bm))
     base = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}
     alts = []
     for am, an in ((128, 64), (64, 128), (32, 64), (64, 32)):
-        cm = bm if whole_m else min(am, max(16, next_pow2(M)))
-        cn = bn if whole_n else min(an, max(16, next_pow2(N)))
+        cm = bm if whole_m else min(am, max(least, next_pow2(M)))
+        cn = bn if whole_n else min(an, max(least, next_pow2(N)))
         cfg = {"BLOCK_M": cm, "BLOCK_N": cn, "BLOCK_K": bk}
         if cfg != base and cfg not in alts and cm * cn <= 8192:
             alts.append(cfg)
@@ -169,6 +185,11 @@ class _Segment:
     def cls(self, c) -> str:
         return self.n(f"ix{c}")
 
+    def extent(self, c) -> int:
+        """The size of class ``c`` for splitting a flat index; an empty class counts as 1:
+        its axis is masked off everywhere, and nothing may divide by 0."""
+        return max(1, self.lay.sizes[c])
+
     def coords(self, v, override=None) -> list:
         override = override or {}
         return [0 if c is None else override.get(c, self.cls(c)) for c in self.lay.dims[v]]
@@ -200,7 +221,7 @@ class _Segment:
         stride = 1
         exprs = []
         for c in reversed(classes):
-            size = self.lay.sizes[c]
+            size = self.extent(c)
             e = offs if stride == 1 else f"{offs} // {stride}"
             if c != classes[0]:
                 e = f"({e}) % {size}" if stride != 1 else f"{e} % {size}"
@@ -367,11 +388,9 @@ class _Segment:
         if name == "sum" and not D.is_floating_point:
             C = D
         axes = self.lay.reduce_axes[e]
+        if not axes:
+            return self.reduce_unit_dims(e, C)
         xv = self.operand(x, C)
-        if not axes:  # reducing dims of size 1
-            t = self.tmp()
-            self.emit(f"{t} = {xv}" if C == D else f"{t} = {xv}.to({ix.tl_dtype(D)})")
-            return t
         masked = f"tl.where({self.red_mask(axes)}, {xv}, {self.neutral(name, C)})"
         fn = {"sum": "tl.sum", "amax": "tl.max", "amin": "tl.min", "argmax": "tl.argmax"}[name]
         if name == "argmax":
@@ -383,6 +402,17 @@ class _Segment:
         if C != D:
             expr = f"({expr}).to({ix.tl_dtype(D)})"
         self.emit(f"{t} = {expr}")
+        return t
+
+    def reduce_unit_dims(self, e, C) -> str:
+        """A reduction over dims of size 1 only: the value itself, or index 0 for argmax."""
+        D = e.out.dtype
+        t = self.tmp()
+        if e.prim.name == "argmax":
+            self.emit(f"{t} = tl.zeros([1, 1], {ix.tl_dtype(D)})")
+            return t
+        xv = self.operand(e.inputs[0], C)
+        self.emit(f"{t} = {xv}" if C == D else f"{t} = {xv}.to({ix.tl_dtype(D)})")
         return t
 
     def argmax(self, e, masked, axes) -> str:
@@ -548,8 +578,8 @@ class _Segment:
         lay, n = self.lay, self.n
         mm = lay.matmul
         a, b = mm.inputs
-        M, N, K = lay.axis_size(0), lay.axis_size(1), a.shape[-1]
-        bm, bn, bk = n("BLOCK_M"), n("BLOCK_N"), n("BLOCK_K")
+        M, N = lay.axis_size(0), lay.axis_size(1)
+        bm, bn = n("BLOCK_M"), n("BLOCK_N")
         self.emit(f"{n('zero')} = tl.full([1, 1], 0, tl.int32)")
         nm = f"(({M} + {bm} - 1) // {bm})"
         nn = f"(({N} + {bn} - 1) // {bn})"
@@ -559,7 +589,7 @@ class _Segment:
             self.emit(f"{n('pid_b')} = {pid} // ({nn} * {nm})")
             stride = 1
             for c in reversed(lay.outer):
-                size = lay.sizes[c]
+                size = self.extent(c)
                 e = n("pid_b") if stride == 1 else f"{n('pid_b')} // {stride}"
                 self.emit(f"{self.cls(c)} = ({e}) % {size}")
                 stride *= size
@@ -570,7 +600,23 @@ class _Segment:
         self.axis_indices(0, n("offs0"))
         self.axis_indices(1, n("offs1"))
         acc = n("acc")
-        self.emit(f"{acc} = tl.zeros([{bm}, {bn}], dtype=tl.float32)")
+        C = ix.compute_dtype(mm.out.dtype)  # PyTorch's: float32 for halves, else the dtype
+        form = _mm_form(lay)
+        if form == "outer":  # K == 1: one product, no loop
+            self.emit(f"{acc} = {self.product(self.load(a), self.load(b), C)}")
+        else:
+            self.k_loop(acc, C, form)
+        t = self.tmp()
+        self.emit(f"{t} = {self.cast(acc, C, mm.out.dtype)}")
+        self.remember(mm.out, t)
+
+    def k_loop(self, acc, C, form):
+        """Accumulate the matmul tile over K, ``BLOCK_K`` at a time."""
+        lay, n = self.lay, self.n
+        a, b = lay.matmul.inputs
+        K = a.shape[-1]
+        bm, bn, bk = n("BLOCK_M"), n("BLOCK_N"), n("BLOCK_K")
+        self.emit(f"{acc} = tl.zeros([{bm}, {bn}], dtype={ix.tl_dtype(C)})")
         self.emit(f"for {n('k0')} in range(0, {K}, {bk}):")
         outer = self.ind
         self.ind += "    "
@@ -579,16 +625,27 @@ class _Segment:
         self.emit(f"{kb} = {n('k0')} + tl.arange(0, {bk})[:, None]")
         self.token_mask[ka] = f"({ka} < {K})"
         self.token_mask[kb] = f"({kb} < {K})"
-        k = lay.k_class
-        av = self.load(a, override={k: ka} if k is not None else None)
-        bv = self.load(b, override={k: kb} if k is not None else None)
-        prec = ', input_precision="ieee"' if a.dtype in (torch.float32, torch.float64) else ""
-        self.emit(f"{acc} = tl.dot(tl.broadcast_to({av}, [{bm}, {bk}]), "
-                  f"tl.broadcast_to({bv}, [{bk}, {bn}]), {acc}{prec})")
+        k_of = {"dot": (ka, kb), "sum0": (kb, kb), "sum1": (ka, ka)}[form]  # K in A, in B
+        av, bv = (self.load(x, override={lay.k_class: kx}) for x, kx in zip((a, b), k_of))
+        if form == "dot":
+            # IEEE fp32 as PyTorch's default float32 matmul (tl.dot's default is tf32)
+            prec = ', input_precision="ieee"' if a.dtype in (torch.float32, torch.float64) \
+                else ""
+            self.emit(f"{acc} = tl.dot(tl.broadcast_to({av}, [{bm}, {bk}]), "
+                      f"tl.broadcast_to({bv}, [{bk}, {bn}]), {acc}{prec})")
+        else:
+            self.emit(f"{acc} += tl.sum({self.product(av, bv, C)}, axis={form[-1]}, "
+                      "keep_dims=True)")
         self.ind = outer
-        t = self.tmp()
-        self.emit(f"{t} = {acc}.to({ix.tl_dtype(mm.out.dtype)})")
-        self.remember(mm.out, t)
+
+    def product(self, av, bv, C) -> str:
+        """Elementwise product of the matmul's operand blocks, in the accumulation type."""
+        a, b = self.lay.matmul.inputs
+        return f"{self.cast(av, a.dtype, C)} * {self.cast(bv, b.dtype, C)}"
+
+    @staticmethod
+    def cast(name, have, want) -> str:
+        return name if have == want else f"{name}.to({ix.tl_dtype(want)})"
 
 
 # --------------------------------------------------------------------------- kernels

@@ -50,6 +50,14 @@ WHOLE_N_LIMIT = 256
 WHOLE_MN_LIMIT = 4096
 
 
+def indexed(size: int) -> bool:
+    """Does a dim of this extent get an index in a kernel? A dim of size 1 does not: it
+    broadcasts, always at index 0. A dim of size 0 does: its extent is empty, so its index
+    masks off every element (at index 0 it would read and write an element that is not
+    there)."""
+    return size != 1
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -293,16 +301,16 @@ def _view_unions(uf, e: Eqn, x: Var, y: Var):
     name = e.prim.name
     if name == "permute":
         for i, d in enumerate(e.params["dims"]):
-            if y.shape[i] > 1:
+            if indexed(y.shape[i]):
                 uf.union((y, i), (x, d))
     elif name == "expand":
         lead = len(y.shape) - len(x.shape)
         for j, s in enumerate(x.shape):
-            if s > 1:
+            if indexed(s):
                 uf.union((x, j), (y, j + lead))
     elif name == "reshape":
-        xs = [(j, s) for j, s in enumerate(x.shape) if s > 1]
-        ys = [(j, s) for j, s in enumerate(y.shape) if s > 1]
+        xs = [(j, s) for j, s in enumerate(x.shape) if indexed(s)]
+        ys = [(j, s) for j, s in enumerate(y.shape) if indexed(s)]
         if [s for _, s in xs] != [s for _, s in ys]:
             raise NoFuse(f"reshape {list(x.shape)} -> {list(y.shape)} regroups the dims of "
                          f"{x!r}, a value computed in the kernel")
@@ -318,7 +326,7 @@ def _pointwise_unions(uf, e: Eqn):
         if isinstance(x, Var) and not x.weak:
             lead = len(out.shape) - len(x.shape)
             for j, s in enumerate(x.shape):
-                if s > 1:
+                if indexed(s):
                     uf.union((x, j), (out, j + lead))
 
 
@@ -379,23 +387,23 @@ def plan(an: Analysis, eqns) -> Layout:
             a, b = (operand(x, e, must_load=True) for x in e.inputs)
             out = e.out
             uf.union((a, len(a.shape) - 1), (b, len(b.shape) - 2))
-            if a.shape[-2] > 1:
+            if indexed(a.shape[-2]):
                 uf.union((a, len(a.shape) - 2), (out, len(out.shape) - 2))
-            if b.shape[-1] > 1:
+            if indexed(b.shape[-1]):
                 uf.union((b, len(b.shape) - 1), (out, len(out.shape) - 1))
             for x in (a, b):
                 lead = len(out.shape) - len(x.shape)
                 for j in range(len(x.shape) - 2):
-                    if x.shape[j] > 1:
+                    if indexed(x.shape[j]):
                         uf.union((x, j), (out, j + lead))
             continue
         if name == "log_softmax":  # a row reduction whose result keeps the row's shape
             x = operand(e.inputs[0], e)
             for j, s in enumerate(x.shape):
-                if s > 1:
+                if indexed(s):
                     uf.union((x, j), (e.out, j))
             d = e.params["dim"] % max(1, len(x.shape))
-            reduces[e] = [d] if x.shape and x.shape[d] > 1 else []
+            reduces[e] = [d] if x.shape and indexed(x.shape[d]) else []
             continue
         if kind == "reduce":
             x = operand(e.inputs[0], e)
@@ -407,10 +415,10 @@ def plan(an: Analysis, eqns) -> Layout:
                     if keep:
                         j2 += 1
                     continue
-                if s > 1:
+                if indexed(s):
                     uf.union((x, j), (e.out, j2))
                 j2 += 1
-            reduces[e] = [j for j in dims if x.shape[j] > 1] if x.shape else []
+            reduces[e] = [j for j in dims if indexed(x.shape[j])] if x.shape else []
             continue
         if name in ("cat", "unslice"):
             for x in e.inputs:
@@ -432,7 +440,7 @@ def plan(an: Analysis, eqns) -> Layout:
     # classes: one per set of unified dims
     for v in values:
         for j, s in enumerate(v.shape):
-            if s > 1:
+            if indexed(s):
                 uf.find((v, j))
     sizes: dict[int, int] = {}
     cid: dict = {}
@@ -440,7 +448,7 @@ def plan(an: Analysis, eqns) -> Layout:
     for v in values:
         ds = []
         for j, s in enumerate(v.shape):
-            if s <= 1:
+            if not indexed(s):
                 ds.append(None)
                 continue
             r = uf.find((v, j))
@@ -458,10 +466,27 @@ def plan(an: Analysis, eqns) -> Layout:
                  views=views, stores=stores)
     red_sets = {e: frozenset(dims[e.inputs[0]][j] for j in rd) for e, rd in reduces.items()}
     if mm is not None:
-        return _matmul_layout(lay, mm, eqns, red_sets)
-    if not red_sets or not any(red_sets.values()):
-        return _pointwise_layout(lay, eqns, red_sets)
-    return _reduction_layout(lay, eqns, red_sets)
+        lay = _matmul_layout(lay, mm, eqns, red_sets)
+    elif not red_sets or not any(red_sets.values()):
+        lay = _pointwise_layout(lay, eqns, red_sets)
+    else:
+        lay = _reduction_layout(lay, eqns, red_sets)
+    _check_empty(lay)
+    return lay
+
+
+def _check_empty(lay: Layout):
+    """A kernel spread over programs along an empty extent launches no program at all, so
+    it may only write empty values. (An empty extent the kernel reduces is fine when no
+    program is spread along it: a sum over nothing is 0.)"""
+    spread = lay.grid_classes()
+    if lay.kind == "matmul":  # a program per tile of M and N, even when one tile holds them
+        spread |= set(lay.axes[0]) | set(lay.axes[1])
+    if any(lay.sizes[c] == 0 for c in spread):
+        full = [v for v in lay.stores if v.numel()]
+        if full:
+            raise NoFuse(f"{full[0]!r} {list(full[0].shape)} would have no program to write "
+                         "it: the kernel runs over an empty extent")
 
 
 def _anchor_order(lay: Layout, candidates) -> list:
