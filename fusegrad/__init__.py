@@ -6,7 +6,7 @@
 
 import torch as _torch
 
-from fusegrad import autograd
+from fusegrad import autograd, ops
 from fusegrad import tensor_methods  # noqa: F401  (binds Tensor methods and operators)
 from fusegrad.autograd.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
                                          is_inference_mode_enabled, no_grad, set_grad_enabled)
@@ -21,7 +21,11 @@ from fusegrad.ops import (abs, absolute, add, addmm, all, allclose, amax, amin, 
                           softmax, sqrt, square, squeeze, stack, sub, subtract, sum, swapaxes,
                           t, tanh, transpose, true_divide, unsqueeze, where)
 from fusegrad.ops import return_types  # noqa: F401
+from fusegrad.primitives import vjp as _vjp  # noqa: F401  (attaches the rules, written in ops)
 from fusegrad.tensor import Tensor, is_tensor
+
+for _p in ops.TABLE_UNARY:  # the table's other unary ops (erf, ...)
+    globals()[_p.name] = getattr(ops, _p.name)
 
 # dtypes and devices are torch's own objects: fusegrad.float32 is torch.float32
 float32 = float = _torch.float32

@@ -68,17 +68,6 @@ def from_torch(t: torch.Tensor):
     return _wrap(t.detach())
 
 
-def _factory(fn):
-    def make(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
-        data = fn(*_shape_arg(size) if size else (), dtype=dtype, device=device,
-                  generator=generator, **kw) if generator is not None else \
-            fn(_shape_arg(size), dtype=dtype, device=device, **kw)
-        return _wrap(data, requires_grad)
-
-    make.__name__ = fn.__name__
-    return make
-
-
 def empty(*size, dtype=None, device=None, requires_grad=False, **_):
     return _wrap(torch.empty(_shape_arg(size), dtype=dtype, device=device), requires_grad)
 

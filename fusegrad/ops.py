@@ -100,6 +100,13 @@ sigmoid = _unary(P.sigmoid)
 relu = _unary(P.relu)
 sign = _unary(P.sign)
 
+# every other public unary prim of the table (one with an in-place form) is an op of the
+# same name: a new record is all it takes to get fusegrad.<name> and Tensor.<name>(_)
+TABLE_UNARY = [p for p in P.PRIMS.values()
+               if p.kind is P.Kind.UNARY and p.inplace and p.name not in globals()]
+for _p in TABLE_UNARY:
+    globals()[_p.name] = _unary(_p)
+
 
 def cast(x, dtype):
     if x.dtype == dtype:
@@ -723,10 +730,8 @@ def _dtype(dtype):
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
     size = _shape_arg(size if isinstance(size, (tuple, list, torch.Size)) else (size,))
     if dtype is None:
-        dtype = torch.tensor(fill_value).dtype if not isinstance(fill_value, float) \
-            else torch.get_default_dtype()
-        if isinstance(fill_value, float):
-            dtype = torch.get_default_dtype()
+        dtype = torch.get_default_dtype() if isinstance(fill_value, float) \
+            else torch.tensor(fill_value).dtype
     out = apply(P.full, shape=tuple(size), value=fill_value, dtype=dtype,
                 device=torch.device(device or "cpu"))
     return out._factory_requires_grad() if requires_grad else out

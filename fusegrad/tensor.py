@@ -7,6 +7,7 @@ tracer and the autograd engine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 import weakref
@@ -45,7 +46,7 @@ def apply(prim, *args, grad_name=None, scalar_edges=True, **params):
             except (RuntimeError, IndexError, TypeError, ValueError) as e:
                 raise_op_error(prim, datas, params, e)
     out = Tensor._make(data)
-    if prim.kind == "movement" and tracer is None and prim.name not in ("cat", "unslice"):
+    if prim.is_view and tracer is None:
         src = args[0]
         if data.untyped_storage().data_ptr() == src._data.untyped_storage().data_ptr():
             out._vc = src._vc  # a view shares its base's version counter
@@ -70,9 +71,9 @@ def record_node(prim, args, params, out, needs, grad_name=None, scalar_edges=Tru
 
     cls = node_class(grad_name or prim.grad_name)
     node = cls.__new__(cls)
-    # where's condition gets no edge: PyTorch's WhereBackward0 has edges for (self, other)
+    # PyTorch's nodes have no edge for some operands (where's condition)
     keep = [i for i, a in enumerate(args) if (scalar_edges or isinstance(a, Tensor))
-            and not (prim.kind == "ternary" and i == 0)]
+            and i not in prim.nondiff_args]
     Node.__init__(node, [
         gradient_edge(args[i]) if isinstance(args[i], Tensor) and needs[i] else (None, 0)
         for i in keep
@@ -580,13 +581,27 @@ def apply_inplace(prim, t, *args, grad_name=None, **params):
 # Python numbers to graph inputs and write its state back after each replay.
 
 
-def scalar_input(container, key):
-    """``container[key]`` (a Python number); under a trace, a graph input read afresh on
-    every call, so that changing it (an optimizer's ``lr``) needs no retrace."""
+def scalar_input(container, key, lift=True):
+    """``container[key]`` (a Python number); under a trace with ``lift``, a graph input read
+    afresh on every call, so that changing it (an optimizer's ``lr``) needs no retrace."""
     tracer = trace_state.tracer
     if tracer is None:
         return container[key]
-    return tracer.lift_scalar(container, key)
+    return tracer.lift_scalar(container, key, lift)
+
+
+@contextlib.contextmanager
+def provenance(tag):
+    """Ops recorded inside carry ``tag`` (``optimizer=SGD``): kernels are named from it."""
+    tracer = trace_state.tracer
+    if tracer is None:
+        yield
+        return
+    prev, tracer.tag = tracer.tag, tag
+    try:
+        yield
+    finally:
+        tracer.tag = prev
 
 
 def note_stateful(obj):

@@ -133,6 +133,8 @@ _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16
 _INPLACE = dict(add_=add_, sub_=sub_, mul_=mul_, div_=div_, pow_=pow_, clamp_=clamp_,
                 exp_=exp_, neg_=neg_, relu_=relu_, sigmoid_=sigmoid_, tanh_=tanh_,
                 sqrt_=sqrt_, fill_=fill_, zero_=zero_, copy_=copy_)
+_SAME_NAME += [p.name for p in O.TABLE_UNARY]
+_INPLACE.update({p.inplace: _inplace_unary(p) for p in O.TABLE_UNARY})
 
 
 def _where_method(self, condition, y):

@@ -5,7 +5,9 @@ import torch as T
 import fusegrad as fg
 from fusegrad.compiler import passes
 from fusegrad.compiler.ir import verify
-from fusegrad.compiler.tracer import Arg, trace
+from fusegrad.compiler.ir.interpret import as_function
+from fusegrad.compiler.ir.io import Arg
+from fusegrad.compiler.tracer import trace
 
 
 def traced(fn, *args):
@@ -19,7 +21,7 @@ def prim_names(graph):
 
 
 def run_graph(graph, *args):
-    return graph.to_callable()(*[a._data for a in args])
+    return as_function(graph)(*[a._data for a in args])
 
 
 def test_simplify_drops_identities_and_merges_chains():

@@ -24,9 +24,6 @@ from fusegrad.autograd.node import _Ctx
 from fusegrad.tensor import Tensor
 from opcases.common import Maker
 
-# The kinds without a derivative, and the prims of other kinds that have none.
-NON_DIFF_KINDS = {"compare", "create"}
-NON_DIFF_PRIMS = {"argmax"}
 # Linear prims: finite differences with eps = 1 are exact, which also suits float32 inputs.
 LINEAR = {"neg", "cast", "copy", "add", "sub", "sum", "reshape", "permute", "expand", "slice",
           "select", "unslice", "cat"}
@@ -82,6 +79,9 @@ def _samples(m: Maker):
     for name in ["eq", "ne", "lt", "le", "gt", "ge"]:
         s[name] = bi()
     s["logical_and"] = [((m.bool(3, 4), m.bool(3, 4)), {}), ((t(3, 1), t(4)), {})]
+    for name, p in P.PRIMS.items():  # a table unary op without samples of its own
+        if name not in s and p.kind is P.Kind.UNARY and p.inplace:
+            s[name] = un()
     return s
 
 
@@ -167,32 +167,37 @@ def _ids(items):
 # --------------------------------------------------------------------------- completeness
 
 
+ARITY = {P.Kind.UNARY: 1, P.Kind.BINARY: 2, P.Kind.COMPARE: 2, P.Kind.TERNARY: 3}
+
+
 @pytest.mark.parametrize("name", list(P.PRIMS))
 def test_prim_record_is_complete(name):
+    """Every record fills the fields its kind needs (so every phase can handle it)."""
     p = P.PRIMS[name]
-    assert p.name == name
-    assert callable(p.meta), f"{name}: no meta rule"
-    assert callable(p.impl), f"{name}: no impl"
-    assert isinstance(p.triton, str) and p.triton, f"{name}: no triton rule"
-    if p.triton.startswith("kernel:"):
-        assert re.fullmatch(r"kernel:\w+", p.triton), f"{name}: bad kernel template {p.triton!r}"
-    else:  # a pointwise expression template over the operands {0}, {1}, ...
-        assert p.kind in ("unary", "binary", "compare", "ternary"), \
-            f"{name}: an expression template for a {p.kind} prim"
-        arity = {"unary": 1, "binary": 2, "compare": 2, "ternary": 3}[p.kind]
-        for k in range(arity):
-            assert "{%d}" % k in p.triton, f"{name}: template {p.triton!r} lacks {{{k}}}"
-        assert "{%d}" % arity not in p.triton, f"{name}: template uses a missing operand"
-    diff = p.kind not in NON_DIFF_KINDS and name not in NON_DIFF_PRIMS
-    if diff:
-        assert callable(p.vjp), f"{name}: differentiable prim without a vjp"
+    assert p.name == name and isinstance(p.kind, P.Kind)
+    assert callable(p.meta) and callable(p.impl)
+    assert not P.missing_fields(p), f"{name}: record lacks {P.missing_fields(p)}"
+    if p.kind.pointwise:  # an expression template over the operands {0}, {1}, ...
+        for tmpl in (p.triton, p.aten):
+            for k in range(ARITY[p.kind]):
+                assert "{%d}" % k in tmpl, f"{name}: template {tmpl!r} lacks {{{k}}}"
+            assert "{%d}" % ARITY[p.kind] not in tmpl, f"{name}: {tmpl!r} uses a missing operand"
+    else:
+        assert p.triton is None, f"{name}: an expression template for a {p.kind} prim"
+    if p.kind is P.Kind.REDUCE:
+        assert p.reduce.keeps_shape or p.reduce.tl, f"{name}: no Triton reduction"
+    if p.differentiable:
         assert re.fullmatch(r"[A-Z]\w*Backward\d", p.grad_name), \
             f"{name}: grad_name {p.grad_name!r} is not a PyTorch-style node name"
     else:
-        assert p.vjp is None, f"{name}: a {p.kind} prim should be non-differentiable"
-        assert not p.saves
+        assert p.vjp is None and not p.saves
     for s in p.saves:
         assert s == "out" or isinstance(s, int), f"{name}: bad saves entry {s!r}"
+
+
+def test_a_record_without_a_field_is_caught():
+    incomplete = P.Primitive("incomplete", P.Kind.UNARY, P.neg.meta, P.neg.impl)
+    assert set(P.missing_fields(incomplete)) >= {"aten", "triton", "vjp"}
 
 
 def test_every_prim_has_samples():

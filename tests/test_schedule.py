@@ -12,8 +12,9 @@ import fusegrad.nn as nn
 import fusegrad.nn.functional as F
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.ir import Eqn, Graph, Var
-from fusegrad.compiler.tracer import Arg, Returned, WriteInPlace
-from fusegrad.primitives import PRIMS, Primitive
+from fusegrad.compiler.ir.io import Arg, Returned, WriteInPlace
+from fusegrad.compiler.codegen_triton import generate
+from fusegrad.primitives import PRIMS, Kind, Primitive
 
 MB = 1e6
 
@@ -230,9 +231,9 @@ def test_inplace_update_runs_after_every_reader(mlp_programs):
 
 
 def test_op_without_template_fails_loudly():
-    weird = Primitive("weird_op", "special", PRIMS["neg"].meta, torch.neg, None)
+    weird = Primitive("weird_op", Kind.UNARY, PRIMS["neg"].meta, torch.neg, differentiable=False)
     x = Var((4,), torch.float32, torch.device("cpu"))
     y = Var((4,), torch.float32, torch.device("cpu"))
     g = Graph([x], [Eqn(weird, [x], {}, y, "t.py:1")], [y], [Arg(0)], [Returned(0)])
     with pytest.raises(NotImplementedError, match="weird_op"):
-        S.schedule(g)
+        [generate(k) for k in S.schedule(g)]

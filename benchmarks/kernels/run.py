@@ -90,11 +90,11 @@ def run_against_torch(name, size, calls=2):
 
 def eager_bytes(graph) -> int:
     """What one ATen kernel per primitive would move (views free): the unfused baseline."""
-    from fusegrad.compiler.schedule import VIEW_PRIMS, nbytes
+    from fusegrad.compiler.ir.cost import nbytes
 
     total = 0
     for e in graph.eqns:
-        if e.prim.name in VIEW_PRIMS or e.out.weak:
+        if e.prim.is_view or e.out.weak:
             continue
         total += sum(nbytes(x) for x in {x for x in e.vars() if not x.weak}) + nbytes(e.out)
     return total

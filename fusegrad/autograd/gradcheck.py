@@ -87,7 +87,6 @@ def gradgradcheck(func, inputs, grad_outputs=None, **kwargs):
     from fusegrad.tensor import Tensor
 
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    diff = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
 
     def first_order(*xs):
         outs = _flat_outputs(func(*xs))
@@ -95,5 +94,4 @@ def gradgradcheck(func, inputs, grad_outputs=None, **kwargs):
         d = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
         return autograd.grad(outs, d, gs, create_graph=True, allow_unused=True)
 
-    del diff
     return gradcheck(first_order, inputs, **kwargs)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-# ATen's names for the primitives whose name differs
-_ATEN = {"matmul": "mm", "copy": "clone", "cast": "_to_copy", "pow": "pow", "amax": "amax",
-         "unslice": "slice_backward", "full": "full"}
 
 
 class FunctionEventAvg:
@@ -89,7 +86,7 @@ class profile:  # noqa: N801  (PyTorch's name)
             out = prim.impl(*datas, **params)
         except (RuntimeError, IndexError, TypeError, ValueError) as e:
             raise_op_error(prim, datas, params, e)
-        self._events["aten::" + _ATEN.get(prim.name, prim.name)].append(
+        self._events["aten::" + prim.aten_name].append(
             (time.perf_counter() - t0) * 1e6)
         return out
 

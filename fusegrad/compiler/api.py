@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 import warnings
 
-import torch
-
+from fusegrad._util import debug, pytree
 from fusegrad.autograd import grad_mode
 from fusegrad.compiler import backward as B
 from fusegrad.compiler import guards as G
@@ -26,32 +24,16 @@ class RecompileLimitError(RuntimeError):
     pass
 
 
-
-
 def _eager_env() -> bool:
     return os.environ.get("FUSEGRAD_EAGER") == "1"
 
 
-def debug_level() -> int:
-    try:
-        return int(os.environ.get("FUSEGRAD_DEBUG", "0"))
-    except ValueError:
-        return 0
+def _is_tensor(x) -> bool:
+    return isinstance(x, Tensor)
 
 
 def _flatten(obj, leaves):
-    """Tensors of a (nested) argument structure, and a hashable description of the rest."""
-    if isinstance(obj, Tensor):
-        leaves.append(obj)
-        return ("T",)
-    if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__, tuple(_flatten(o, leaves) for o in obj))
-    if isinstance(obj, dict):
-        return ("dict", tuple((k, _flatten(v, leaves)) for k, v in obj.items()))
-    if isinstance(obj, (int, float, str, bool, type(None), torch.dtype, torch.device, slice,
-                        type(Ellipsis))):
-        return ("v", type(obj).__name__, obj)
-    return ("id", id(obj), obj)  # any other object: the same object, by identity
+    return pytree.flatten(obj, leaves, _is_tensor)
 
 
 _TENSOR_ARGS: dict[int, tuple] = {}
@@ -61,19 +43,6 @@ def _tensor_args(n):
     """The structure ``_flatten`` gives ``(args, {})`` for ``n`` tensor arguments."""
     _TENSOR_ARGS[n] = ("tuple", (("tuple", (("T",),) * n), ("dict", ())))
     return _TENSOR_ARGS[n]
-
-
-def _unflatten(obj, it):
-    if isinstance(obj, Tensor):
-        return next(it)
-    if isinstance(obj, (list, tuple)):
-        items = [_unflatten(o, it) for o in obj]
-        if hasattr(obj, "_fields"):
-            return type(obj)(*items)
-        return type(obj)(items)
-    if isinstance(obj, dict):
-        return {k: _unflatten(v, it) for k, v in obj.items()}
-    return obj
 
 
 class _Entry:
@@ -160,8 +129,7 @@ class CompiledFunction:
         return entry
 
     def _compile(self, leaves, structure):
-        args_kwargs = _unflatten_args(structure, leaves)
-        args, kwargs = args_kwargs
+        args, kwargs = pytree.unflatten(structure, iter(leaves))
         t0 = time.perf_counter()
         names = G.parameter_names(self.fn, args)
         watch = G.watched_objects(self.fn, args)
@@ -189,14 +157,13 @@ class CompiledFunction:
             bwd = B.trace_backward(tracer, diff, len(leaves))
         graph: Graph = tracer.finish(res_leaves)
         guard = G.Guard.build(leaves, structure, enabled, tracer, watch, self.fn)
-        level = debug_level()
+        level = debug.level()
         log = None
         if level >= 3:
-            print(f"[fusegrad] IR of {self.fn.__qualname__} after trace:\n{graph}",
-                  file=sys.stderr)
+            debug.log(f"IR of {self.fn.__qualname__} after trace:\n{graph}")
 
             def log(name, g, dt):
-                print(f"[fusegrad] IR after {name} ({dt * 1e3:.2f} ms):\n{g}", file=sys.stderr)
+                debug.log(f"IR after {name} ({dt * 1e3:.2f} ms):\n{g}")
         t1 = time.perf_counter()
         optimized = passes.optimize(graph, verify_each=self.verify, log=log)
         t_passes = time.perf_counter() - t1
@@ -216,16 +183,16 @@ class CompiledFunction:
         sig = G.describe_signature(leaves, structure)
         if level >= 1:
             st = program.stats()
-            print(f"[fusegrad] compiled {self.fn.__qualname__} for {sig}: "
-                  f"{len(optimized.eqns)} ops, {st['n_kernels']} kernels, backend {backend}, "
-                  f"{program.compile_times['total'] * 1e3:.1f} ms", file=sys.stderr)
+            debug.log(f"compiled {self.fn.__qualname__} for {sig}: {len(optimized.eqns)} ops, "
+                      f"{st['n_kernels']} kernels, backend {backend}, "
+                      f"{program.compile_times['total'] * 1e3:.1f} ms")
         if level >= 2:
             times = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in program.compile_times.items())
-            print(f"[fusegrad] compile phases: {times}", file=sys.stderr)
+            debug.log(f"compile phases: {times}")
         if level >= 4:
-            print(f"[fusegrad] generated {backend} program:\n{program.source}", file=sys.stderr)
+            debug.log(f"generated {backend} program:\n{program.source}")
             for k in program.kernels:
-                print(f"[fusegrad] Triton kernel {k.name}:\n{k.source}", file=sys.stderr)
+                debug.log(f"Triton kernel {k.name}:\n{k.source}")
         return _Entry(program, guard, sig)
 
     # -- check=True ------------------------------------------------------------------------
@@ -256,25 +223,6 @@ class CompiledFunction:
     @property
     def programs(self):
         return [e.program for e in self.entries if e.program is not None]
-
-
-def _unflatten_args(structure, leaves):
-    # structure of (args, kwargs) as built by _flatten
-    return _rebuild(structure, iter(leaves))
-
-
-def _rebuild(s, it):
-    kind = s[0]
-    if kind == "T":
-        return next(it)
-    if kind in ("list", "tuple"):
-        items = [_rebuild(x, it) for x in s[1]]
-        return items if kind == "list" else tuple(items)
-    if kind == "dict":
-        return {k: _rebuild(v, it) for k, v in s[1]}
-    if kind in ("v", "id"):
-        return s[2]
-    raise TypeError(f"fusegrad.compile: cannot rebuild an argument of kind {kind!r}")
 
 
 def _default_backend(leaves, graph) -> str:

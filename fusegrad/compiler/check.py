@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from fusegrad._util import pytree
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.tracer import (Captured, Returned, SetGrad, SetState,
-                                      WriteGradInPlace, WriteInPlace)
+from fusegrad.compiler.ir.io import (Captured, Returned, SetGrad, SetState, WriteGradInPlace,
+                                     WriteInPlace)
 from fusegrad.tensor import Tensor
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -52,7 +53,7 @@ def _observe(program, result):
     prod = program.graph.producers()
     seen = []
     flat = []
-    _leaves(result, flat)
+    pytree.flatten(result, flat, lambda x: isinstance(x, Tensor))
     for o, s in zip(program.graph.outputs, program.graph.sinks):
         e = prod.get(o) if isinstance(o, Var) else None
         if isinstance(s, Returned):
@@ -66,17 +67,6 @@ def _observe(program, result):
             v = s.owner.state[s.param][s.key]
             seen.append((str(s), v._data.clone(), e))
     return seen
-
-
-def _leaves(obj, out):
-    if isinstance(obj, Tensor):
-        out.append(obj)
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            _leaves(o, out)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            _leaves(o, out)
 
 
 def run_checked(compiled, program, args, kwargs, leaves, structure):

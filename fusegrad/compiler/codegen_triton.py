@@ -19,8 +19,9 @@ import torch
 from fusegrad.compiler import codegen_index as ix
 from fusegrad.compiler.ir import Var
 from fusegrad.compiler.kernel import Kernel
-from fusegrad.compiler.schedule import POINTWISE_KINDS, Group, Layout, next_pow2
-from fusegrad.primitives import result_dtype
+from fusegrad.compiler.schedule import Group, Layout, next_pow2
+from fusegrad import primitives as P
+from fusegrad.primitives import Kind, result_dtype
 
 NUM_WARPS = 4
 TILE_BUDGET = 2048  # elements per program for row-wise kernels
@@ -309,55 +310,53 @@ class _Segment:
         return name
 
     def eqn(self, e) -> str:
-        name, kind = e.prim.name, e.prim.kind
-        out = e.out
-        if name in ("reshape", "permute", "expand", "slice", "select"):  # materialized view
+        p = e.prim
+        kind, out = p.kind, e.out
+        if p.is_view:  # a materialized view: the load already went through its index math
             return self.val(e.inputs[0])
-        if kind == "matmul":
+        if kind is Kind.MATMUL:
             raise RuntimeError("matmul value is set by the matmul loop")
-        if name == "log_softmax":
-            return self.log_softmax(e)
-        if kind == "reduce":
-            return self.reduce(e)
-        if name == "full":
+        if kind is Kind.REDUCE:
+            return self.log_softmax(e) if p.reduce.keeps_shape else self.reduce(e)
+        if kind is Kind.CREATE:
             t = self.tmp()
             lit = ix.literal(e.params["value"], out.dtype)
             self.emit(f"{t} = tl.full([1, 1], {lit}, {ix.tl_dtype(out.dtype)})")
             return t
-        if name == "unslice":
-            return self.unslice(e)
-        if name == "cat":
-            return self.cat(e)
-        if kind in POINTWISE_KINDS:
+        if kind is Kind.MOVEMENT:  # the two that gather: one operand, or several
+            return self.cat(e) if p is P.cat else self.unslice(e)
+        if kind.pointwise:
             return self.pointwise(e)
         raise NotImplementedError(f"fusegrad triton codegen: no kernel template for {e!r}")
 
     def pointwise(self, e) -> str:
-        name, kind = e.prim.name, e.prim.kind
+        p = e.prim
         out = e.out
-        tmpl = e.prim.triton
-        if not tmpl or tmpl.startswith("kernel:"):
-            raise NotImplementedError(f"fusegrad triton codegen: {name} has no pointwise "
+        if not p.triton:
+            raise NotImplementedError(f"fusegrad triton codegen: {p.name} has no pointwise "
                                       "template in fusegrad.primitives")
         D = out.dtype
-        if kind == "compare":
+        compare = p.kind is Kind.COMPARE
+        if len(p.triton_bool_args) == len(e.inputs):  # a logical op: computes on booleans
+            C = torch.bool
+        elif compare:
             a, b = e.inputs
-            C = ix.compute_dtype(result_dtype(a, b)) if name != "logical_and" else torch.bool
+            C = ix.compute_dtype(result_dtype(a, b))
         else:
             C = ix.compute_dtype(D)
         ops = []
         for i, x in enumerate(e.inputs):
-            if name == "cast":
+            if p.triton_raw:
                 ops.append(self.val(x))
-            elif name == "where" and i == 0:
+            elif i in p.triton_bool_args:
                 ops.append(self.operand(x, torch.bool))
             else:
-                ops.append(self.operand(x, C, materialize=(name == "pow")))
+                ops.append(self.operand(x, C, materialize=p.triton_full))
         params = {k: (ix.literal(v, C) if isinstance(v, (int, float, bool)) or v is None
                       else v) for k, v in e.params.items() if k != "dtype"}
-        tdt = ix.tl_dtype(D if name == "cast" else C)
-        expr = tmpl.format(*ops, dtype=tdt, **params)
-        if kind != "compare" and name != "cast" and C != D:
+        tdt = ix.tl_dtype(D if p.triton_raw else C)
+        expr = p.triton.format(*ops, dtype=tdt, **params)
+        if not compare and not p.triton_raw and C != D:
             expr = f"({expr}).to({ix.tl_dtype(D)})"
         t = self.tmp()
         self.emit(f"{t} = {expr}")
@@ -369,36 +368,27 @@ class _Segment:
         return " & ".join(self.n(f"mask{a}") for a in axes)
 
     @staticmethod
-    def neutral(name, dtype) -> str:
-        if name == "sum":
-            return "0"
-        big = name == "amin"
-        if dtype.is_floating_point:
-            return 'float("inf")' if big else '-float("inf")'
-        if dtype == torch.bool:
-            return "True" if big else "False"
-        info = torch.iinfo(dtype)
-        return str(info.max if big else info.min)
+    def acc_dtype(e):
+        """The dtype a reduction accumulates in: its input's for an index result, else the
+        compute dtype of its result (integers sum as themselves)."""
+        return e.inputs[0].dtype if e.prim.reduce.index else ix.compute_dtype(e.out.dtype)
 
     def reduce(self, e) -> str:
-        name = e.prim.name
+        red = e.prim.reduce
         x = e.inputs[0]
         D = e.out.dtype
-        C = ix.compute_dtype(D) if name != "argmax" else x.dtype
-        if name == "sum" and not D.is_floating_point:
-            C = D
+        C = self.acc_dtype(e)
         axes = self.lay.reduce_axes[e]
         if not axes:
             return self.reduce_unit_dims(e, C)
         xv = self.operand(x, C)
-        masked = f"tl.where({self.red_mask(axes)}, {xv}, {self.neutral(name, C)})"
-        fn = {"sum": "tl.sum", "amax": "tl.max", "amin": "tl.min", "argmax": "tl.argmax"}[name]
-        if name == "argmax":
+        masked = f"tl.where({self.red_mask(axes)}, {xv}, {red.neutral_value(C)})"
+        if red.index:
             return self.argmax(e, masked, axes)
         t = self.tmp()
         expr = masked
         for a in sorted(axes, reverse=True):
-            expr = f"{fn}({expr}, axis={a}, keep_dims=True)"
+            expr = f"{red.tl}({expr}, axis={a}, keep_dims=True)"
         if C != D:
             expr = f"({expr}).to({ix.tl_dtype(D)})"
         self.emit(f"{t} = {expr}")
@@ -408,7 +398,7 @@ class _Segment:
         """A reduction over dims of size 1 only: the value itself, or index 0 for argmax."""
         D = e.out.dtype
         t = self.tmp()
-        if e.prim.name == "argmax":
+        if e.prim.reduce.index:
             self.emit(f"{t} = tl.zeros([1, 1], {ix.tl_dtype(D)})")
             return t
         xv = self.operand(e.inputs[0], C)
@@ -528,13 +518,11 @@ class _Segment:
         reds = [e for e, axes in lay.reduce_axes.items() if axes]
         accs = {}
         for e in reds:
-            C = ix.compute_dtype(e.out.dtype)
-            if e.prim.name == "sum" and not e.out.dtype.is_floating_point:
-                C = e.out.dtype
+            C = self.acc_dtype(e)
             acc = n(f"acc{len(accs)}")
             accs[e] = (acc, C)
             self.emit(f"{acc} = tl.full([{n('BLOCK_0')}, {n('BLOCK_1')}], "
-                      f"{self.neutral(e.prim.name, C)}, {ix.tl_dtype(C)})")
+                      f"{e.prim.reduce.neutral_value(C)}, {ix.tl_dtype(C)})")
         s1, b1 = lay.axis_size(1), n("BLOCK_1")
         self.emit(f"for {n('start1')} in range(0, {s1}, {b1}):")
         outer = self.ind
@@ -546,12 +534,9 @@ class _Segment:
         for e in reds:
             acc, C = accs[e]
             xv = self.operand(e.inputs[0], C)
-            masked = f"tl.where({n('mask0')} & {n('mask1')}, {xv}, {self.neutral(e.prim.name, C)})"
-            if e.prim.name == "sum":
-                self.emit(f"{acc} = {acc} + {masked}")
-            else:
-                fn = "tl.maximum" if e.prim.name == "amax" else "tl.minimum"
-                self.emit(f"{acc} = {fn}({acc}, {masked})")
+            red = e.prim.reduce
+            masked = f"tl.where({n('mask0')} & {n('mask1')}, {xv}, {red.neutral_value(C)})"
+            self.emit(f"{acc} = " + red.combine.format(acc, masked))
         for v in lay.stores:
             if self.on_axis1(v):
                 self.store(v)
@@ -562,8 +547,7 @@ class _Segment:
         self.scoped = []
         for e in reds:
             acc, C = accs[e]
-            fn = "tl.sum" if e.prim.name == "sum" else "tl.max" if e.prim.name == "amax" \
-                else "tl.min"
+            fn = e.prim.reduce.tl
             t = self.tmp()
             expr = f"{fn}({acc}, axis=1, keep_dims=True)"
             if C != e.out.dtype:
@@ -730,7 +714,7 @@ def generate(group: Group) -> GeneratedKernel:
         signature[nm] = ix.ptr_type(v.dtype)
         args.append(("out", v, d))
     cargs = [f"{k}: tl.constexpr" for k in constexprs]
-    helpers = [h for h in HELPERS if any(h + "(" in line for line in body)]
+    helpers = sorted({e.prim.triton_helper for e in group.eqns if e.prim.triton_helper})
     src = [_header(group), "", "import triton", "import triton.language as tl", ""]
     for h in helpers:
         src.append(HELPERS[h].rstrip() + "\n")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 
-import torch
-
-from fusegrad.compiler.ir import Eqn, Graph, Var, verify
-from fusegrad.compiler.tracer import Const, Random
-from fusegrad.primitives import PRIMS, Scalar
+from fusegrad.compiler.ir import Graph, Var, verify
+from fusegrad.compiler.ir.cost import eqn_flops
+from fusegrad.compiler.ir.io import Const, Random
+from fusegrad.primitives import Scalar
 
 # folding materialises values at compile time: keep constants small
 FOLD_LIMIT = 1 << 16
@@ -61,13 +59,13 @@ def cse(graph: Graph) -> Graph:
     seen, mapping, kept = {}, {}, []
     for e in graph.eqns:
         ins = [_subst(x, mapping) for x in e.inputs]
-        key = (e.prim.name, tuple(_key(x) for x in ins), _freeze(e.params))
+        key = (e.prim, tuple(_key(x) for x in ins), _freeze(e.params))
         prev = seen.get(key)
         if prev is not None:
             mapping[e.out] = prev
             continue
         seen[key] = e.out
-        kept.append(Eqn(e.prim, ins, e.params, e.out, e.src))
+        kept.append(e.replace(inputs=ins))
     return _rewrite(graph, kept, mapping, "cse")
 
 
@@ -112,7 +110,7 @@ def simplify(graph: Graph) -> Graph:
     mapping, kept = {}, []
     for e in graph.eqns:
         ins = [_subst(x, mapping) for x in e.inputs]
-        e = Eqn(e.prim, ins, e.params, e.out, e.src)
+        e = e.replace(inputs=ins)
         e = _merge_chain(e, prod)
         same = _identity_of(e, consts, prod)
         if same is not None:
@@ -128,39 +126,29 @@ def _same_type(x, out):
 
 
 def _identity_of(e, consts, prod):
-    name, ins, out = e.prim.name, e.inputs, e.out
-    if name in ("copy",) or (name in ("reshape", "expand") and _same_type(ins[0], out)):
-        return ins[0] if _same_type(ins[0], out) else None
-    if name == "cast" and _same_type(ins[0], out):
+    """The value ``e`` computes when an identity of its record makes it a no-op."""
+    ident, ins, out = e.prim.identity, e.inputs, e.out
+    if ident.noop is not None and isinstance(ins[0], Var) and ident.noop(e.params, ins[0], out):
         return ins[0]
-    if name == "permute" and list(e.params["dims"]) == list(range(len(out.shape))):
+    left, right = ident.neutral
+    if right is not None and _scalar_value(ins[1], consts) == right and _same_type(ins[0], out):
         return ins[0]
-    if name in ("mul", "div", "add", "sub"):
-        a, b = ins
-        neutral = 1 if name in ("mul", "div") else 0
-        if _scalar_value(b, consts) == neutral and _same_type(a, out):
-            return a
-        if name in ("mul", "add") and _scalar_value(a, consts) == neutral and _same_type(b, out):
-            return b
-    if name == "neg":
+    if left is not None and _scalar_value(ins[0], consts) == left and _same_type(ins[1], out):
+        return ins[1]
+    if ident.involution:
         p = prod.get(ins[0])
-        if p is not None and p.prim.name == "neg" and _same_type(p.inputs[0], out):
+        if p is not None and p.prim is e.prim and _same_type(p.inputs[0], out):
             return p.inputs[0]
     return None
 
 
 def _merge_chain(e, prod):
-    name = e.prim.name
+    """``f(f(x))`` as one ``f`` when the record says how the params compose."""
+    compose = e.prim.identity.compose
     src = prod.get(e.inputs[0]) if e.inputs and isinstance(e.inputs[0], Var) else None
-    if src is None or src.prim.name != name:
+    if compose is None or src is None or src.prim is not e.prim:
         return e
-    if name == "reshape":
-        return Eqn(e.prim, [src.inputs[0]], e.params, e.out, e.src)
-    if name == "permute":
-        inner, outer = src.params["dims"], e.params["dims"]
-        return Eqn(e.prim, [src.inputs[0]], {"dims": tuple(inner[d] for d in outer)}, e.out,
-                   e.src)
-    return e
+    return e.replace(inputs=[src.inputs[0]], params=compose(src.params, e.params))
 
 
 PIPELINE = (simplify, fold_constants, cse, simplify, dce)
@@ -182,18 +170,5 @@ def optimize(graph: Graph, *, verify_each=False, log=None) -> Graph:
 
 
 def flops(graph: Graph) -> int:
-    """Floating-point operations of one call: 2mnk per matmul, one per element otherwise."""
-    total = 0
-    for e in graph.eqns:
-        if e.prim.kind == "matmul":
-            a, b = e.inputs
-            batch = math.prod(e.out.shape[:-2]) if len(e.out.shape) > 2 else 1
-            total += 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
-        elif e.prim.kind in ("unary", "binary", "ternary", "compare"):
-            total += e.out.numel()
-        elif e.prim.kind == "reduce":
-            total += e.inputs[0].numel()
-    return total
-
-
-del torch, PRIMS
+    """Floating-point operations of one call."""
+    return sum(eqn_flops(e) for e in graph.eqns)

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 import time
 
+from fusegrad._util import pytree
 from fusegrad.autograd import grad_mode
 from fusegrad.compiler.ir import Graph, Var
-from fusegrad.tensor import Tensor
 
 
 class Program:
@@ -56,9 +56,7 @@ class Program:
             from fusegrad.compiler.backward import attach_consumed
 
             attach_consumed(outs, self.consumed)
-        if not self._res_leaves:
-            return _rebuild(self._res_structure, iter(()), iter(()))
-        return _rebuild(self._res_structure, iter(outs), iter(self._res_leaves))
+        return pytree.unflatten(self._res_structure, iter(outs))
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -148,19 +146,3 @@ class Program:
         st = self.stats()
         return f"<Program {self.name} backend={self.backend} ops={st['n_ops']} " \
                f"kernels={st['n_kernels']}>"
-
-
-def _rebuild(s, outs, leaves):
-    kind = s[0]
-    if kind == "T":
-        next(leaves)
-        return next(outs)
-    if kind in ("list", "tuple"):
-        items = [_rebuild(x, outs, leaves) for x in s[1]]
-        return items if kind == "list" else tuple(items)
-    if kind == "dict":
-        return {k: _rebuild(v, outs, leaves) for k, v in s[1]}
-    return s[2]  # "v": a value, "id": an object, returned as traced
-
-
-del Tensor

@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
-import sys
 from dataclasses import dataclass, field
 
-import torch
 
+from fusegrad._util import debug, dtypes
+from fusegrad._util.index import indexed
 from fusegrad.compiler.ir import Eqn, Graph, Var
-from fusegrad.compiler.tracer import (Captured, GradOf, SetState, WriteGradInPlace,
-                                      WriteInPlace)
-from fusegrad.primitives import normalize_dims
+from fusegrad.compiler.ir.cost import eqn_flops, nbytes
+from fusegrad.compiler.ir.io import (Captured, GradOf, SetState, WriteGradInPlace,
+                                     WriteInPlace)
+from fusegrad import primitives as P
+from fusegrad.primitives import Kind, normalize_dims
 
-VIEW_PRIMS = {"reshape", "permute", "expand", "slice", "select"}
-POINTWISE_KINDS = {"unary", "binary", "compare", "ternary"}
 
 # one block may hold a whole reduced axis of up to this many elements (next power of 2)
 WHOLE_AXIS_LIMIT = 4096
@@ -50,43 +49,8 @@ WHOLE_N_LIMIT = 256
 WHOLE_MN_LIMIT = 4096
 
 
-def indexed(size: int) -> bool:
-    """Does a dim of this extent get an index in a kernel? A dim of size 1 does not: it
-    broadcasts, always at index 0. A dim of size 0 does: its extent is empty, so its index
-    masks off every element (at index 0 it would read and write an element that is not
-    there)."""
-    return size != 1
-
-
 def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
-
-
-def nbytes(v: Var) -> int:
-    return v.numel() * _itemsize(v.dtype)
-
-
-_ITEMSIZE: dict = {}
-
-
-def _itemsize(dtype) -> int:
-    if dtype not in _ITEMSIZE:
-        _ITEMSIZE[dtype] = torch.empty((), dtype=dtype).element_size()
-    return _ITEMSIZE[dtype]
-
-
-def eqn_flops(e: Eqn) -> int:
-    """Floating-point work of one equation: 2mnk per matmul, one per element otherwise."""
-    kind = e.prim.kind
-    if kind == "matmul":
-        a, b = e.inputs
-        batch = math.prod(e.out.shape[:-2]) if len(e.out.shape) > 2 else 1
-        return 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
-    if kind in POINTWISE_KINDS:
-        return e.out.numel()
-    if kind == "reduce":
-        return e.inputs[0].numel()
-    return 0
 
 
 # --------------------------------------------------------------------------- records
@@ -154,7 +118,6 @@ class Group:
     name: str = ""
     index: int = 0
     update: str | None = None  # "sgd" / "adam": the optimizer step it applies, if any
-    update_src: str | None = None
     dests: dict = field(default_factory=dict)  # stored Var -> storages it is written to
 
     @property
@@ -219,7 +182,7 @@ class Analysis:
                 self.sinks.setdefault(o, []).append(s)
         # views whose result leaves the graph are materialized: they are kernel members
         self.members = [e for e in graph.eqns if not e.out.weak and (
-            e.prim.name not in VIEW_PRIMS or e.out in self.sinks)]
+            not e.prim.is_view or e.out in self.sinks)]
         self.member_set = set(self.members)
         self._resolved = {}
         self.consumers: dict[Var, set] = {}  # root Var -> member eqns reading it
@@ -241,7 +204,7 @@ class Analysis:
         v = x
         while True:
             e = self.producer.get(v)
-            if e is None or e in self.member_set or e.prim.name not in VIEW_PRIMS:
+            if e is None or e in self.member_set or not e.prim.is_view:
                 break
             chain.append(e)
             v = e.inputs[0]
@@ -287,7 +250,7 @@ def io_bytes(an: Analysis, eqns) -> int:
     total = 0
     for root, views in loads.items():
         touched = sum(min(v.numel(), root.numel()) for v in views)
-        total += min(touched, root.numel()) * _itemsize(root.dtype)
+        total += min(touched, root.numel()) * dtypes.itemsize(root.dtype)
     for v in stores:
         total += nbytes(v) * an.n_dests(v)
     return total
@@ -298,26 +261,11 @@ def io_bytes(an: Analysis, eqns) -> int:
 
 def _view_unions(uf, e: Eqn, x: Var, y: Var):
     """Unify the dims of ``y = view(x)`` computed on registers, or raise NoFuse."""
-    name = e.prim.name
-    if name == "permute":
-        for i, d in enumerate(e.params["dims"]):
-            if indexed(y.shape[i]):
-                uf.union((y, i), (x, d))
-    elif name == "expand":
-        lead = len(y.shape) - len(x.shape)
-        for j, s in enumerate(x.shape):
-            if indexed(s):
-                uf.union((x, j), (y, j + lead))
-    elif name == "reshape":
-        xs = [(j, s) for j, s in enumerate(x.shape) if indexed(s)]
-        ys = [(j, s) for j, s in enumerate(y.shape) if indexed(s)]
-        if [s for _, s in xs] != [s for _, s in ys]:
-            raise NoFuse(f"reshape {list(x.shape)} -> {list(y.shape)} regroups the dims of "
-                         f"{x!r}, a value computed in the kernel")
-        for (jx, _), (jy, _) in zip(xs, ys):
-            uf.union((x, jx), (y, jy))
-    else:
-        raise NoFuse(f"{name} of {x!r}, a value computed in the kernel, needs a gather")
+    pairs = e.prim.view.dims(tuple(x.shape), tuple(y.shape), e.params)
+    if isinstance(pairs, str):
+        raise NoFuse(f"{pairs} of {x!r}, a value computed in the kernel")
+    for jx, jy in pairs:
+        uf.union((x, jx), (y, jy))
 
 
 def _pointwise_unions(uf, e: Eqn):
@@ -340,7 +288,7 @@ def plan(an: Analysis, eqns) -> Layout:
     loads: dict[Var, Load] = {}
     views: list[Eqn] = []
     reduces: dict[Eqn, list] = {}  # reduce eqn -> reduced dims of its input
-    matmuls = [e for e in eqns if e.prim.kind == "matmul"]
+    matmuls = [e for e in eqns if e.prim.kind is Kind.MATMUL]
     if len(matmuls) > 1:
         raise NoFuse("two matmuls in one kernel")
     mm = matmuls[0] if matmuls else None
@@ -374,7 +322,7 @@ def plan(an: Analysis, eqns) -> Layout:
     for e in eqns:
         name, kind = e.prim.name, e.prim.kind
         value(e.out)
-        if name in VIEW_PRIMS:  # a materialized view: a copy through index math
+        if e.prim.is_view:  # a materialized view: a copy through index math
             x = e.inputs[0]
             root, chain = an.resolve(x)
             if root not in defined:
@@ -383,7 +331,7 @@ def plan(an: Analysis, eqns) -> Layout:
                 operand(x, e)
                 _view_unions(uf, e, x, e.out)
             continue
-        if kind == "matmul":
+        if kind is Kind.MATMUL:
             a, b = (operand(x, e, must_load=True) for x in e.inputs)
             out = e.out
             uf.union((a, len(a.shape) - 1), (b, len(b.shape) - 2))
@@ -397,7 +345,8 @@ def plan(an: Analysis, eqns) -> Layout:
                     if indexed(x.shape[j]):
                         uf.union((x, j), (out, j + lead))
             continue
-        if name == "log_softmax":  # a row reduction whose result keeps the row's shape
+        if e.prim.reduce is not None and e.prim.reduce.keeps_shape:
+            # a row reduction whose result keeps the row's shape
             x = operand(e.inputs[0], e)
             for j, s in enumerate(x.shape):
                 if indexed(s):
@@ -405,7 +354,7 @@ def plan(an: Analysis, eqns) -> Layout:
             d = e.params["dim"] % max(1, len(x.shape))
             reduces[e] = [d] if x.shape and indexed(x.shape[d]) else []
             continue
-        if kind == "reduce":
+        if kind is Kind.REDUCE:
             x = operand(e.inputs[0], e)
             dims = normalize_dims(name, e.params.get("dims"), len(x.shape))
             keep = e.params.get("keepdim", False)
@@ -420,7 +369,7 @@ def plan(an: Analysis, eqns) -> Layout:
                 j2 += 1
             reduces[e] = [j for j in dims if indexed(x.shape[j])] if x.shape else []
             continue
-        if name in ("cat", "unslice"):
+        if kind is Kind.MOVEMENT:  # cat, unslice: gathers from memory
             for x in e.inputs:
                 if isinstance(x, Var):
                     root, chain = an.resolve(x)
@@ -429,7 +378,7 @@ def plan(an: Analysis, eqns) -> Layout:
                                      "in the same kernel")
                     loads[x] = Load(x, root, chain)
             continue
-        if kind in POINTWISE_KINDS or kind == "create":
+        if kind.pointwise or kind is Kind.CREATE:
             for x in e.inputs:
                 if isinstance(x, Var) and not x.weak:
                     operand(x, e)
@@ -537,7 +486,7 @@ def _reduction_layout(lay, eqns, red_sets):
         elif feedback:
             raise NoFuse(f"reduction over {n_red} elements feeds broadcast ({feedback[0]!r}) "
                          f"and is too large for one block")
-        elif any(e.prim.name == "argmax" for e in reds):
+        elif any(e.prim.reduce.index for e in reds):
             raise NoFuse(f"argmax over {n_red} elements needs the whole row in one block")
         else:
             lay.modes = ("grid", "loop")
@@ -622,13 +571,6 @@ def _matmul_layout(lay, mm, eqns, red_sets):
 
 
 # --------------------------------------------------------------------------- scheduling
-
-
-def _debug_level() -> int:
-    try:
-        return int(os.environ.get("FUSEGRAD_DEBUG", "0"))
-    except ValueError:
-        return 0
 
 
 def _label(an, eqns) -> str:
@@ -848,12 +790,7 @@ def schedule(graph: Graph, log=None) -> list[Group]:
         The groups, each with its equations, layout, inputs, outputs, bytes and flops.
     """
     if log is None:
-        if _debug_level() >= 3:
-            def log(msg):
-                print(f"[fusegrad] {msg}", file=sys.stderr)
-        else:
-            def log(msg):
-                pass
+        log = debug.logger(3)
     said = set()
 
     def once(msg):
@@ -900,9 +837,8 @@ def _make_group(s: _Scheduler, eqns) -> Group:
     if isinstance(lay, str):  # a single equation no template covers
         raise NotImplementedError(f"fusegrad triton codegen: cannot emit {eqns[0]!r}: {lay}")
     loads, scalars, stores = group_io(an, eqns)
-    upd, upd_src = _update_kind(an, eqns)
     return Group(eqns, lay, list(loads), scalars, stores, io_bytes(an, eqns),
-                 sum(eqn_flops(e) for e in eqns), update=upd, update_src=upd_src,
+                 sum(eqn_flops(e) for e in eqns), update=_update_kind(eqns),
                  dests={v: an.n_dests(v) for v in stores})
 
 
@@ -922,27 +858,35 @@ def _finish_multi(m: Group):
 
 
 # --------------------------------------------------------------------------- naming
+# Kernel names say what a kernel computes: known patterns, the prims that are not mere
+# plumbing, and the library scope (the optimizer) whose update it applies.
 
-_BORING = {"cast", "copy", "reshape", "permute", "expand", "select", "slice", "matmul", "full"}
-_SOFTMAX_OPS = {"amax", "exp", "sum", "log", "sub", "div", "eq", "ne", "neg", "mul", "add"}
+_SOFTMAX = (P.amax, P.exp, P.sum_)
+_SOFTMAX_KINDS = (Kind.REDUCE, Kind.BINARY, Kind.COMPARE)
+_SOFTMAX_UNARY = (P.exp, P.log, P.neg)
 
 
 def _pattern_names(eqns) -> list[str]:
-    ns = {e.prim.name for e in eqns}
+    prims = {e.prim for e in eqns}
     parts = []
-    mm = [e for e in eqns if e.prim.kind == "matmul"]
+    mm = [e for e in eqns if e.prim.kind is Kind.MATMUL]
     if mm:
         out = mm[0].out
-        bias = any(e.prim.name == "add" and out in e.inputs for e in eqns)
+        bias = any(e.prim is P.add and out in e.inputs for e in eqns)
         parts.append("addmm" if bias else "mm")
-    log_softmax = "log_softmax" in ns or {"amax", "exp", "sum", "log"} <= ns
+    log_softmax = P.log_softmax in prims or {*_SOFTMAX, P.log} <= prims
     if log_softmax:
         parts.append("log_softmax")
-    elif {"amax", "exp", "sum", "div"} <= ns:
+    elif {*_SOFTMAX, P.div} <= prims:
         parts.append("softmax")
-    if log_softmax and {"eq", "cast", "sum", "mul"} <= ns:  # picking the target's class
+    if log_softmax and {P.eq, P.cast, P.sum_, P.mul} <= prims:  # picking the target's class
         parts.append("nll")
     return parts
+
+
+def _plumbing(p) -> bool:
+    """Prims a kernel name leaves out: data movement, creation, casts and copies."""
+    return p.kind in (Kind.MOVEMENT, Kind.CREATE, Kind.MATMUL) or p.identity.noop is not None
 
 
 def kernel_name(g: Group, i: int) -> str:
@@ -955,17 +899,18 @@ def kernel_name(g: Group, i: int) -> str:
                 kinds.append(seg.update)
         return f"multi_tensor_{'_'.join(kinds) or 'update'}_{i}"
     parts = _pattern_names(g.eqns)
-    skip = set(_BORING)
-    if any(p in parts for p in ("softmax", "log_softmax")):
-        skip |= _SOFTMAX_OPS
-    if parts and parts[0] == "addmm":
-        skip.add("add")
-    if g.update:  # the optimizer's arithmetic is named by the optimizer
-        skip |= {e.prim.name for e in g.eqns if e.src == g.update_src}
+    softmax = any(p in parts for p in ("softmax", "log_softmax"))
     names = []
     for e in g.eqns:
-        n = e.prim.name
-        if n not in skip and n not in names and n not in parts and len(names) < 2 \
+        p = e.prim
+        if _plumbing(p) or e.tag is not None:  # an optimizer's arithmetic is named by it
+            continue
+        if softmax and (p.kind in _SOFTMAX_KINDS or p in _SOFTMAX_UNARY):
+            continue  # the arithmetic of a named softmax / log-softmax / nll
+        if parts and parts[0] == "addmm" and p is P.add:
+            continue
+        n = p.name
+        if n not in names and n not in parts and len(names) < 2 \
                 and len(parts) + len(names) < 3:
             names.append(n)
     parts += names
@@ -976,38 +921,15 @@ def kernel_name(g: Group, i: int) -> str:
     return f"fused_{'_'.join(parts)}_{i}"
 
 
-def _update_kind(an: Analysis, eqns):
-    """(``sgd`` or ``adam``, its source line) when the group applies an optimizer step: it
-    writes state or tensors in place, scaled by a lifted hyperparameter (``lr``)."""
-    scaled = any(isinstance(x, Var) and x.weak for e in eqns for x in e.inputs)
-    hits = [(isinstance(s, SetState), e) for e in eqns for s in an.sinks.get(e.out, ())
-            if isinstance(s, SetState) or (isinstance(s, WriteInPlace) and scaled)]
-    if not hits:
-        return None, None
-    src = min(hits, key=lambda h: h[0])[1].src  # a parameter's update line, else the state's
-    names = {q.prim.name for q in eqns if q.src == src}
-    return ("adam" if "sqrt" in names else "sgd"), src
+def _update_kind(eqns):
+    """The optimizer whose update the group applies (from the ops' provenance tags)."""
+    for e in eqns:
+        if e.tag is not None and e.tag.startswith("optimizer="):
+            return e.tag.split("=", 1)[1].lower()
+    return None
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-@dataclass
-class KernelSummary:
-    """What the cpu backend reports for one scheduled kernel (the triton backend returns
-    `fusegrad.compiler.kernel.Kernel` objects with the same names and ops)."""
-
-    name: str
-    ops: list
-    source: str
-    provenance: list
-    bytes_moved: int
-    flops: int
-
-
-def kernel_summaries(groups) -> list[KernelSummary]:
-    return [KernelSummary(g.name, g.ops, f"# {g.name}: {g.kind} kernel\n" + g.listing(),
-                          g.provenance, g.bytes_moved, g.flops) for g in groups]
 
 
 def stats(groups) -> dict:

@@ -20,14 +20,10 @@ import sys
 import torch
 
 from fusegrad.compiler.ir import Eqn, Graph, Var
+from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,  # noqa: F401
+                                     Returned, SetGrad, SetState, WriteGradInPlace,
+                                     WriteInPlace)
 from fusegrad.tensor import Tensor, trace_state
-
-# primitives that have a Python-number form (see runtime.cpu)
-PY_OPS = {"add", "sub", "mul", "div", "pow", "neg", "sqrt", "exp", "log", "maximum", "minimum"}
-
-# hyperparameters that become graph inputs: changing them replays without a retrace.
-# The others stay constants the passes can fold (momentum 0.9, dampening 0, ...).
-LIFTED_KEYS = {"lr"}
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,106 +68,6 @@ def user_line_with_code() -> str:
     return f"{f.f_code.co_filename}:{f.f_lineno}: `{code}`"
 
 
-# --------------------------------------------------------------------------- sources
-# Where each graph input's value comes from on a replay, and where each output goes.
-
-
-class Arg:
-    def __init__(self, index):
-        self.index = index
-
-    def __str__(self):
-        return f"argument tensor {self.index}"
-
-
-class Captured:
-    def __init__(self, tensor, name=None):
-        self.tensor = tensor
-        self.name = name
-
-    def __str__(self):
-        return f"captured tensor {self.name or hex(id(self.tensor))}"
-
-
-class GradOf:
-    def __init__(self, tensor, name=None):
-        self.tensor = tensor
-        self.name = name
-
-    def __str__(self):
-        return f"{self.name or 'tensor'}.grad"
-
-
-class Const:
-    def __init__(self, data):
-        self.data = data
-
-    def __str__(self):
-        return f"constant {dtype_shape(self.data)}"
-
-
-class Random:
-    """Drawn from torch's generator on every call, in trace order."""
-
-    def __init__(self, make):
-        self.make = make
-
-    def __str__(self):
-        return "random draw"
-
-
-class Number:
-    def __init__(self, container, key):
-        self.container, self.key = container, key
-
-    def __str__(self):
-        return f"number [{self.key!r}] of {type(self.container).__name__}"
-
-
-def dtype_shape(t):
-    return f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}"
-
-
-class Returned:
-    def __init__(self, index):
-        self.index = index
-
-    def __str__(self):
-        return f"returned value {self.index}"
-
-
-class WriteInPlace:
-    def __init__(self, tensor, name=None):
-        self.tensor, self.name = tensor, name
-
-    def __str__(self):
-        return f"written in place into {self.name or 'captured tensor'}"
-
-
-class WriteGradInPlace:
-    def __init__(self, tensor, name=None):
-        self.tensor, self.name = tensor, name
-
-    def __str__(self):
-        return f"written in place into {self.name or 'tensor'}.grad"
-
-
-class SetGrad:
-    def __init__(self, tensor, name=None):
-        self.tensor, self.name = tensor, name
-
-    def __str__(self):
-        return f"stored as {self.name or 'tensor'}.grad"
-
-
-class SetState:
-    def __init__(self, owner, param, key, name=None):
-        self.owner, self.param, self.key, self.name = owner, param, key, name
-
-    def __str__(self):
-        return f"stored as state[{self.name or 'param'}][{self.key!r}]"
-
-
 # --------------------------------------------------------------------------- tracer
 
 
@@ -192,6 +88,7 @@ class Tracer:
         self.stateful: dict[int, tuple[object, dict]] = {}
         self.names = names or {}  # id(tensor) -> readable name (parameter names)
         self.ran_backward = False
+        self.tag = None  # the library scope recording now (optimizer=SGD)
 
     # -- values -------------------------------------------------------------------------
 
@@ -234,9 +131,9 @@ class Tracer:
         aval = prim.meta(*ins, **params)
         vs = [x for x in ins if isinstance(x, Var)]
         # arithmetic on lifted Python numbers only gives a Python number again
-        weak = bool(vs) and all(v.weak for v in vs) and prim.name in PY_OPS
+        weak = bool(vs) and all(v.weak for v in vs) and prim.host is not None
         out = Var(aval.shape, aval.dtype, aval.device, weak=weak)
-        self.eqns.append(Eqn(prim, ins, params, out, user_line()))
+        self.eqns.append(Eqn(prim, ins, params, out, user_line(), self.tag))
         return out
 
     def write(self, t: Tensor, value: Tensor):
@@ -261,9 +158,9 @@ class Tracer:
     def random_input(self, make, shape, dtype, device):
         return Tensor._make(self.add_input(Var(shape, dtype, device), Random(make)))
 
-    def lift_scalar(self, container, key):
+    def lift_scalar(self, container, key, lift=True):
         value = container[key]
-        if key not in LIFTED_KEYS or not isinstance(value, (int, float)) \
+        if not lift or not isinstance(value, (int, float)) \
                 or isinstance(value, bool):
             return value  # a constant of the trace, guarded by value
         k = (id(container), key)

@@ -33,7 +33,7 @@ def linear(input, weight, bias=None):
         return ops.matmul(input, wt)  # PyTorch's names: UnsafeViewBackward0, SqueezeBackward4
     lead = input.shape[:-1]
     flat = ops.reshape(input, (-1, input.shape[-1]))
-    out = ops.addmm(bias, flat, wt) if bias is not None else ops.mm(flat, wt)
+    out = ops.addmm(bias, flat, wt)
     return ops.reshape(out, (*lead, weight.shape[0]), grad_name="ViewBackward0")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fusegrad import ops
-from fusegrad.optim.optimizer import Optimizer, hyper
+from fusegrad.optim.optimizer import Optimizer
 from fusegrad.tensor import Tensor
 
 __all__ = ["Adam"]
@@ -70,11 +70,11 @@ class Adam(Optimizer):
         # control flow reads the raw values; arithmetic goes through hyper() (see its doc)
         decay_on = group["weight_decay"] != 0
         amsgrad = group["amsgrad"]
-        lr = hyper(group, "lr")
-        beta1 = hyper(group, "betas", 0)
-        beta2 = hyper(group, "betas", 1)
-        eps = hyper(group, "eps")
-        weight_decay = hyper(group, "weight_decay") if decay_on else 0.0
+        lr = self.hyper(group, "lr")
+        beta1 = self.hyper(group, "betas", 0)
+        beta2 = self.hyper(group, "betas", 1)
+        eps = self.hyper(group, "eps")
+        weight_decay = self.hyper(group, "weight_decay") if decay_on else 0.0
         for p, grad in self._grads(group):
             state = self.state[p]
             if len(state) == 0:

@@ -16,7 +16,7 @@ import torch
 
 from fusegrad.nn.module import _reset_grad
 from fusegrad.autograd.grad_mode import enable_grad, no_grad
-from fusegrad.tensor import Tensor, note_stateful, scalar_input
+from fusegrad.tensor import Tensor, note_stateful, provenance, scalar_input
 
 __all__ = ["Optimizer", "hyper", "required"]
 
@@ -31,17 +31,23 @@ class _RequiredParameter:
 required = _RequiredParameter()
 
 
-def hyper(group, key, index=None):
+# hyperparameters that become graph inputs under fusegrad.compile: changing them replays
+# without a retrace; the others stay constants the passes can fold (momentum 0.9, ...)
+LIFTED = ("lr",)
+
+
+def hyper(group, key, index=None, lifted=LIFTED):
     """The float hyperparameter ``group[key]`` (or ``group[key][index]`` for ``betas``).
 
-    Eagerly it is the Python number. Under a trace the tracer decides: ``lr`` becomes a 0-d
-    graph input read afresh on every call (changing ``group['lr']`` between steps takes effect
-    without a retrace), the others stay constants guarded by value. Code using it must accept
+    Eagerly it is the Python number. Under a trace a key in ``lifted`` becomes a 0-d graph
+    input read afresh on every call (changing ``group['lr']`` between steps takes effect
+    without a retrace); the others stay constants guarded by value. Code using it must accept
     a number or a 0-d Tensor (``p.sub_(buf * lr)``, not ``alpha=-lr``).
     """
+    lift = key in lifted
     if index is None:
-        return scalar_input(group, key)
-    return scalar_input(group[key], index)
+        return scalar_input(group, key, lift)
+    return scalar_input(group[key], index, lift)
 
 
 def _typename(obj):
@@ -152,10 +158,16 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        with no_grad():
+        with no_grad(), provenance(f"optimizer={type(self).__name__}"):
             for group in self.param_groups:
                 self._update_group(group)
         return loss
+
+    lifted = LIFTED  # the hyperparameters a compiled step reads afresh on every call
+
+    def hyper(self, group, key, index=None):
+        """:func:`hyper` with this optimizer's lifted hyperparameters."""
+        return hyper(group, key, index, self.lifted)
 
     def _update_group(self, group):
         """The algorithm, for one parameter group (subclasses define it)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusegrad.optim.optimizer import Optimizer, hyper
+from fusegrad.optim.optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -51,10 +51,10 @@ class SGD(Optimizer):
         # control flow reads the raw values; arithmetic goes through hyper() (see its doc)
         momentum_on = group["momentum"] != 0
         decay_on = group["weight_decay"] != 0
-        lr = hyper(group, "lr")
-        momentum = hyper(group, "momentum") if momentum_on else 0.0
-        dampening = hyper(group, "dampening") if momentum_on else 0.0
-        weight_decay = hyper(group, "weight_decay") if decay_on else 0.0
+        lr = self.hyper(group, "lr")
+        momentum = self.hyper(group, "momentum") if momentum_on else 0.0
+        dampening = self.hyper(group, "dampening") if momentum_on else 0.0
+        weight_decay = self.hyper(group, "weight_decay") if decay_on else 0.0
         for p, grad in self._grads(group):
             if decay_on:
                 grad = grad + p * weight_decay

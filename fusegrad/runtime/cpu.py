@@ -12,171 +12,188 @@ import math
 
 import torch
 
-from fusegrad.compiler.ir import Eqn, Graph, Var
-from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Random,
-                                      Returned, SetGrad, SetState, WriteGradInPlace,
-                                      WriteInPlace)
+from fusegrad import primitives as P
+from fusegrad._util import dtypes
+from fusegrad.compiler.ir import Graph, Var
+from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,
+                                     Returned, SetGrad, SetState, WriteGradInPlace,
+                                     WriteInPlace)
+from fusegrad.primitives import Kind
 from fusegrad.tensor import Tensor
 
-# prim -> (ATen function or method template, supports out=, elementwise)
-# ``{0}``.. are operands, ``{p[name]}`` params; scalars are inlined.
-_ELEMENTWISE = {
-    "neg": "torch.neg({0}{out})", "exp": "torch.exp({0}{out})", "log": "torch.log({0}{out})",
-    "sqrt": "torch.sqrt({0}{out})", "abs": "torch.abs({0}{out})", "sin": "torch.sin({0}{out})",
-    "cos": "torch.cos({0}{out})", "tanh": "torch.tanh({0}{out})",
-    "sigmoid": "torch.sigmoid({0}{out})", "relu": "torch.relu({0})",
-    "sign": "torch.sign({0}{out})", "add": "torch.add({0}, {1}{out})",
-    "sub": "torch.sub({0}, {1}{out})", "mul": "torch.mul({0}, {1}{out})",
-    "div": "torch.div({0}, {1}{out})", "pow": "torch.pow({0}, {1}{out})",
-    "maximum": "torch.maximum({0}, {1}{out})", "minimum": "torch.minimum({0}, {1}{out})",
-    "eq": "torch.eq({0}, {1}{out})", "ne": "torch.ne({0}, {1}{out})",
-    "lt": "torch.lt({0}, {1}{out})", "le": "torch.le({0}, {1}{out})",
-    "gt": "torch.gt({0}, {1}{out})", "ge": "torch.ge({0}, {1}{out})",
-    "logical_and": "torch.logical_and({0}, {1}{out})",
-    "where": "torch.where({0}, {1}, {2}{out})",
-    "clamp": "torch.clamp({0}, {p[lo]!r}, {p[hi]!r}{out})",
-    # fused calls made by _peephole (x + alpha * y)
-    "add_scaled": "torch.add({0}, {1}, alpha={2}{out})",
-    "sub_scaled": "torch.sub({0}, {1}, alpha={2}{out})",
-}
-_VIEWS = {
-    "reshape": "{0}.reshape({p[shape]!r})", "permute": "{0}.permute({p[dims]!r})",
-    "expand": "{0}.expand({p[shape]!r})", "select": "{0}.select({p[dim]}, {p[index]})",
-    "slice": "{0}[{sl}]",
-}
-_OTHERS = {
-    "sum": "torch.sum({0}, {dims}, keepdim={p[keepdim]}{out})",
-    "amax": "torch.amax({0}, {dims}, keepdim={p[keepdim]}{out})",
-    "amin": "torch.amin({0}, {dims}, keepdim={p[keepdim]}{out})",
-    "argmax": "torch.argmax({0}, {p[dims]!r}, keepdim={p[keepdim]})",
-    "matmul": "torch.matmul({0}, {1}{out})",
-    "cast": "{0}.to({dtype})", "copy": "{0}.clone()",
-    "cat": "torch.cat([{all}], {p[dim]}{out})",
-    "unslice": "torch.slice_scatter(torch.zeros({p[shape]!r}, dtype={dtype}, device={dev}), "
-               "{0}, {p[dim]}, {p[start]}, {p[stop]}, {p[step]})",
-    "full": "torch.full({p[shape]!r}, {p[value]!r}, dtype={dtype}, device={dev})",
-    "log_softmax": "torch.log_softmax({0}, {p[dim]})",
-    # fused calls made by _peephole
-    "addmm": "torch.addmm({0}, {1}, {2}{out})",
-    "threshold_backward": "torch.ops.aten.threshold_backward({0}, {1}, 0)",
-    "log_softmax_backward": "torch._log_softmax_backward_data({0}, {1}, {p[dim]}, {1}.dtype)",
-    "linear": "torch._C._nn.linear({0}, {1}, {2})",
-    "mm_t": "torch.mm({0}.t(), {1}{out})",
-}
-
-
 class AtenCall:
-    """A fused ATen call standing for several equations (cpu backend only; the primitive
-    table is untouched: these exist between the peephole pass and code generation)."""
+    """A fused ATen call standing for several equations of the graph: the cpu backend's
+    own lowering vocabulary, between the epilogue rules and code generation (the primitive
+    table is untouched)."""
 
-    kind = "aten"
+    kind = None
+    is_view = False
+    host = None
+    aten_rev = None
+    foreach = False
 
-    def __init__(self, name):
-        self.name = name
+    def __init__(self, name, aten, aten_out=False, foreach_op=None):
+        self.name, self.aten, self.aten_out = name, aten, aten_out
+        self.elementwise = foreach_op is not None
+        self.foreach_op = foreach_op  # x +/- alpha * y: a foreach add/sub with alpha
 
 
-_ADDMM, _ADD_SCALED, _SUB_SCALED, _THRESHOLD_BWD, _LOG_SOFTMAX_BWD, _LINEAR, _MM_T = (
-    AtenCall("addmm"), AtenCall("add_scaled"), AtenCall("sub_scaled"),
-    AtenCall("threshold_backward"), AtenCall("log_softmax_backward"), AtenCall("linear"),
-    AtenCall("mm_t"))
+ADDMM = AtenCall("addmm", "torch.addmm({0}, {1}, {2}{out})", aten_out=True)
+LINEAR = AtenCall("linear", "torch._C._nn.linear({0}, {1}, {2})")
+MM_T = AtenCall("mm_t", "torch.mm({0}.t(), {1}{out})", aten_out=True)
+ADD_SCALED = AtenCall("add_scaled", "torch.add({0}, {1}, alpha={2}{out})", True, "add")
+SUB_SCALED = AtenCall("sub_scaled", "torch.sub({0}, {1}, alpha={2}{out})", True, "sub")
+THRESHOLD_BWD = AtenCall("threshold_backward",
+                         "torch.ops.aten.threshold_backward({0}, {1}, 0)")
+LOG_SOFTMAX_BWD = AtenCall("log_softmax_backward",
+                           "torch._log_softmax_backward_data({0}, {1}, {p[dim]}, {1}.dtype)")
 
 
 def _is_transpose(e):
-    return e is not None and e.prim.name == "permute" and tuple(e.params["dims"]) == (1, 0)
+    return e is not None and e.prim is P.permute and tuple(e.params["dims"]) == (1, 0)
 
 
 def _is_number(x):
     return not isinstance(x, Var) or x.weak
 
 
-def _peephole(graph: Graph):
-    """Equations -> ATen calls: matmul + bias -> addmm, x - s*y -> sub(x, y, alpha=s),
-    the ReLU mask of backward -> threshold_backward."""
-    uses = {}
-    for e in graph.eqns:
-        for x in e.vars():
-            uses[x] = uses.get(x, 0) + 1
-    for o in graph.outputs:
-        if isinstance(o, Var):
-            uses[o] = uses.get(o, 0) + 2
-    prod = {e.out: e for e in graph.eqns}
+class _Match:
+    """What the epilogue rules see of the graph: each value's producer and use count."""
 
-    def single(x, prim):
-        p = prod.get(x) if isinstance(x, Var) else None
-        return p if p is not None and p.prim.name == prim and uses.get(x) == 1 else None
+    def __init__(self, graph):
+        self.uses = {}
+        for e in graph.eqns:
+            for x in e.vars():
+                self.uses[x] = self.uses.get(x, 0) + 1
+        for o in graph.outputs:
+            if isinstance(o, Var):
+                self.uses[o] = self.uses.get(o, 0) + 2
+        self.prod = {e.out: e for e in graph.eqns}
 
+    def single(self, x, prim):
+        """The equation producing ``x`` with ``prim``, when ``x`` has no other reader."""
+        p = self.prod.get(x) if isinstance(x, Var) else None
+        return p if p is not None and p.prim is prim and self.uses.get(x) == 1 else None
+
+
+# --------------------------------------------------------------------------- epilogue rules
+# Each rule sees one equation and returns (fused equation, equations it absorbs) or None.
+
+
+def _bias_matmul(m, e):
+    """matmul + bias -> addmm; x @ W.T + b -> linear."""
+    ins, o = e.inputs, e.out
+    for mm, bias in ((ins[0], ins[1]), (ins[1], ins[0])):
+        pm = m.single(mm, P.matmul)
+        if pm is not None and len(mm.shape) == 2 and isinstance(bias, Var) \
+                and not bias.weak and bias.dtype == mm.dtype \
+                and tuple(o.shape) == tuple(mm.shape) and len(bias.shape) <= 2:
+            pt = m.single(pm.inputs[1], P.permute)
+            if _is_transpose(pt) and len(bias.shape) == 1:
+                return e.replace(prim=LINEAR, inputs=[pm.inputs[0], pt.inputs[0], bias],
+                                 params={}), (pm, pt)
+            return e.replace(prim=ADDMM, inputs=[bias, *pm.inputs], params={}), (pm,)
+    return None
+
+
+def _sum_dropping_dims(m, e):
+    """sum(x, dims, keepdim=True).reshape(without those dims): sum without keepdim."""
+    ps = m.single(e.inputs[0], P.sum_)
+    if ps is not None and ps.params.get("keepdim") and ps.params.get("dims"):
+        dims = ps.params["dims"]
+        shape = [d for k, d in enumerate(ps.inputs[0].shape) if k not in dims]
+        if list(e.out.shape) == shape:
+            return e.replace(prim=ps.prim, inputs=ps.inputs,
+                             params={"dims": dims, "keepdim": False}), (ps,)
+    return None
+
+
+def _transposed_mm(m, e):
+    """(a.T @ b).T -> b.T @ a as one mm of the transposed operand."""
+    if not _is_transpose(e) or len(e.inputs[0].shape) != 2:
+        return None
+    pm = m.single(e.inputs[0], P.matmul)
+    pa = pm and m.single(pm.inputs[0], P.permute)
+    if pm is not None and _is_transpose(pa) and len(pm.inputs[1].shape) == 2:
+        return e.replace(prim=MM_T, inputs=[pm.inputs[1], pa.inputs[0]], params={}), (pm, pa)
+    return None
+
+
+def _log_softmax_backward(m, e):
+    """g - exp(out) * sum(g, dim, keepdim) with out = log_softmax(x, dim): ATen's backward."""
+    ins, o = e.inputs, e.out
+    if not isinstance(ins[1], Var):
+        return None
+    pm = m.single(ins[1], P.mul)
+    pe = pm and m.single(pm.inputs[0], P.exp)
+    ps = pm and m.single(pm.inputs[1], P.sum_)
+    po = pe and m.prod.get(pe.inputs[0])
+    if pe is not None and ps is not None and po is not None and po.prim is P.log_softmax \
+            and ps.inputs[0] is ins[0] and ps.params.get("keepdim") \
+            and tuple(ps.params["dims"] or ()) == (po.params["dim"],) \
+            and tuple(ins[0].shape) == tuple(o.shape):
+        return e.replace(prim=LOG_SOFTMAX_BWD, inputs=[ins[0], po.out],
+                         params={"dim": po.params["dim"]}), (pm, pe, ps)
+    return None
+
+
+def _scaled(m, e):
+    """x + s * y -> add(x, y, alpha=s) (and sub) for a number s."""
+    ins, o = e.inputs, e.out
+    pairs = ((ins[0], ins[1]),) if not e.prim.commutative else \
+        ((ins[0], ins[1]), (ins[1], ins[0]))
+    for x, mv in pairs:
+        pm = m.single(mv, P.mul)
+        if pm is None or not isinstance(x, Var) or x.weak:
+            continue
+        y, sc = pm.inputs
+        if _is_number(y):
+            y, sc = sc, y
+        if isinstance(y, Var) and not y.weak and _is_number(sc) \
+                and tuple(y.shape) == tuple(o.shape) == tuple(x.shape) \
+                and y.dtype == x.dtype == o.dtype:
+            call = ADD_SCALED if e.prim is P.add else SUB_SCALED
+            return e.replace(prim=call, inputs=[x, y, sc], params={}), (pm,)
+    return None
+
+
+def _threshold_backward(m, e):
+    """where(relu_out > 0, g, 0) -> threshold_backward(g, relu_out, 0)."""
+    ins, o = e.inputs, e.out
+    if ins[2] != 0.0 or not isinstance(ins[1], Var):
+        return None
+    pc = m.single(ins[0], P.gt)
+    if pc is not None and pc.inputs[1] == 0 and isinstance(pc.inputs[0], Var):
+        r = pc.inputs[0]
+        pr = m.prod.get(r)
+        if pr is not None and pr.prim is P.relu \
+                and tuple(r.shape) == tuple(ins[1].shape) == tuple(o.shape):
+            return e.replace(prim=THRESHOLD_BWD, inputs=[ins[1], r], params={}), (pc,)
+    return None
+
+
+EPILOGUES = {
+    P.add: (_bias_matmul, _scaled),
+    P.sub: (_log_softmax_backward, _scaled),
+    P.reshape: (_sum_dropping_dims,),
+    P.permute: (_transposed_mm,),
+    P.where: (_threshold_backward,),
+}
+
+
+def _fuse_calls(graph: Graph):
+    """Equations -> ATen calls, by the epilogue rules of each equation's primitive."""
+    m = _Match(graph)
     absorbed, out = set(), []
     for e in graph.eqns:
-        n, ins, o = e.prim.name, e.inputs, e.out
-        new = None
-        if n == "add":
-            for mm, bias in ((ins[0], ins[1]), (ins[1], ins[0])):
-                pm = single(mm, "matmul")
-                if pm is not None and len(mm.shape) == 2 and isinstance(bias, Var) \
-                        and not bias.weak and bias.dtype == mm.dtype \
-                        and tuple(o.shape) == tuple(mm.shape) and len(bias.shape) <= 2:
-                    pt = single(pm.inputs[1], "permute")
-                    if _is_transpose(pt) and len(bias.shape) == 1:  # x @ W.T + b
-                        new = Eqn(_LINEAR, [pm.inputs[0], pt.inputs[0], bias], {}, o, e.src)
-                        absorbed.add(pt)
-                    else:
-                        new = Eqn(_ADDMM, [bias, *pm.inputs], {}, o, e.src)
-                    absorbed.add(pm)
-                    break
-        if new is None and n == "reshape":
-            # sum(x, dims, keepdim=True).reshape(without those dims): sum without keepdim
-            ps = single(ins[0], "sum")
-            if ps is not None and ps.params.get("keepdim") and ps.params.get("dims"):
-                dims = ps.params["dims"]
-                shape = [d for k, d in enumerate(ps.inputs[0].shape) if k not in dims]
-                if list(o.shape) == shape:
-                    new = Eqn(ps.prim, ps.inputs, {"dims": dims, "keepdim": False}, o, e.src)
-                    absorbed.add(ps)
-        if new is None and _is_transpose(e) and len(ins[0].shape) == 2:
-            pm = single(ins[0], "matmul")
-            pa = pm and single(pm.inputs[0], "permute")
-            if pm is not None and _is_transpose(pa) and len(pm.inputs[1].shape) == 2:
-                new = Eqn(_MM_T, [pm.inputs[1], pa.inputs[0]], {}, o, e.src)
-                absorbed.update((pm, pa))
-        if new is None and n == "sub" and isinstance(ins[1], Var):
-            # g - exp(out) * sum(g, dim, keepdim): the rule of log_softmax's vjp
-            pm = single(ins[1], "mul")
-            pe = pm and single(pm.inputs[0], "exp")
-            ps = pm and single(pm.inputs[1], "sum")
-            po = pe and prod.get(pe.inputs[0])
-            if pe is not None and ps is not None and po is not None \
-                    and po.prim.name == "log_softmax" and ps.inputs[0] is ins[0] \
-                    and ps.params.get("keepdim") and tuple(ps.params["dims"] or ()) == (
-                        po.params["dim"],) and tuple(ins[0].shape) == tuple(o.shape):
-                new = Eqn(_LOG_SOFTMAX_BWD, [ins[0], po.out], {"dim": po.params["dim"]}, o,
-                          e.src)
-                absorbed.update((pm, pe, ps))
-        if new is None and n in ("add", "sub"):
-            pairs = ((ins[0], ins[1]),) if n == "sub" else ((ins[0], ins[1]), (ins[1], ins[0]))
-            for x, m in pairs:
-                pm = single(m, "mul")
-                if pm is None or not isinstance(x, Var) or x.weak:
-                    continue
-                y, s = pm.inputs
-                if _is_number(y):
-                    y, s = s, y
-                if isinstance(y, Var) and not y.weak and _is_number(s) \
-                        and tuple(y.shape) == tuple(o.shape) == tuple(x.shape) \
-                        and y.dtype == x.dtype == o.dtype:
-                    new = Eqn(_SUB_SCALED if n == "sub" else _ADD_SCALED, [x, y, s], {}, o,
-                              e.src)
-                    absorbed.add(pm)
-                    break
-        if new is None and n == "where" and ins[2] == 0.0 and isinstance(ins[1], Var):
-            pc = single(ins[0], "gt")
-            if pc is not None and pc.inputs[1] == 0 and isinstance(pc.inputs[0], Var):
-                r = pc.inputs[0]
-                pr = prod.get(r)
-                if pr is not None and pr.prim.name == "relu" \
-                        and tuple(r.shape) == tuple(ins[1].shape) == tuple(o.shape):
-                    new = Eqn(_THRESHOLD_BWD, [ins[1], r], {}, o, e.src)
-                    absorbed.add(pc)
-        out.append(new or e)
+        new = e
+        for rule in EPILOGUES.get(e.prim, ()):
+            hit = rule(m, e)
+            if hit is not None:
+                new, gone = hit
+                absorbed.update(gone)
+                break
+        out.append(new)
     return [e for e in out if e not in absorbed]
 
 
@@ -239,14 +256,14 @@ def _generate(graph: Graph):
         else:
             raise TypeError(f"unknown source {s}")
 
-    eqns = _peephole(graph)
+    eqns = _fuse_calls(graph)
     # --- liveness and aliasing: a view shares its root's storage
     root = {v: v for v in graph.inputs}
     last_use = {}
     for i, e in enumerate(eqns):
         for x in e.vars():
             last_use[root[x]] = i
-        root[e.out] = root[e.inputs[0]] if e.prim.name in _VIEWS else e.out
+        root[e.out] = root[e.inputs[0]] if e.prim.is_view else e.out
     n_eq = len(eqns)
     escaping = set()
     for o, s in zip(graph.outputs, graph.sinks):
@@ -277,20 +294,24 @@ def _generate(graph: Graph):
         out = e.out
         n = names[out] = f"v{out.id}"
         p = e.params
-        pn = e.prim.name
-        fmt = dict(p=p, dtype=f"torch.{str(out.dtype).split('.')[-1]}",
-                   dev=f"torch.device({str(out.device)!r})")
-        if pn in _VIEWS:
+        prim = e.prim
+        fmt = dict(p=p, dtype=f"torch.{dtypes.name(out.dtype)}",
+                   dev=f"torch.device({str(out.device)!r})", all=", ".join(name_in))
+        if "step" in p:  # a slice's index expression
+            fmt["sl"] = ", ".join([":"] * p["dim"] + [f"{p['start']}:{p['stop']}:{p['step']}"])
+        if "dims" in p:  # a reduction's dims, as a tuple (None: all)
+            d = p["dims"]
+            fmt["dims"] = repr(() if d is None else tuple(d) if isinstance(d, (list, tuple))
+                               else (d,))
+        if prim.is_view:
             storage[n] = storage.get(name_in[0], name_in[0])
-            if pn == "slice":
-                fmt["sl"] = ", ".join([":"] * p["dim"] + [f"{p['start']}:{p['stop']}:{p['step']}"])
-            lines.append(f"{n} = " + _VIEWS[pn].format(*name_in, **fmt))
+            lines.append(f"{n} = " + prim.view.aten.format(*name_in, **fmt))
         else:
             dest = None
-            # where's out= overload takes no Python numbers; relu has none
-            elementwise = pn in _ELEMENTWISE and pn not in ("relu", "where")
-            supports_out = elementwise or pn in ("sum", "amax", "amin", "matmul", "cat",
-                                                 "addmm", "mm_t")
+            supports_out = prim.aten_out
+            # an elementwise call with out= may write into a dying operand's storage
+            elementwise = supports_out and (prim.kind.pointwise if prim.kind is not None
+                                            else prim.elementwise)
             if supports_out and out not in escaping:
                 # reuse a dying operand's storage, else a preallocated buffer
                 for x in e.vars():
@@ -322,22 +343,18 @@ def _generate(graph: Graph):
                     dest = names[tgt]
                     buf_of[out] = dest
             fmt["out"] = f", out={dest}" if dest else ""
-            if pn in ("sum", "amax", "amin"):
-                fmt["dims"] = "()" if p["dims"] is None else repr(tuple(p["dims"]))
-            if pn == "cat":
-                fmt["all"] = ", ".join(name_in)
             if out.weak:
                 weak.add(out)
-                lines.append(f"{n} = " + _PY_FORM[pn].format(*name_in))
+                lines.append(f"{n} = " + prim.host.format(*name_in))
                 continue
-            tmpl = _ELEMENTWISE.get(pn) or _OTHERS[pn]
-            call = _scalar_first(pn, e.inputs, name_in, weak) or tmpl.format(*name_in, **fmt)
+            call = _scalar_first(prim, e.inputs, name_in, weak) or \
+                prim.aten.format(*name_in, **fmt)
             if dest and "out=" not in call:
                 call = f"{dest}.copy_({call})"
             storage[n] = storage.get(dest, dest) if dest else n
             ops = [storage.get(a, a) if isinstance(x, Var) and x not in weak else None
                    for x, a in zip(e.inputs, name_in)]
-            inplace = _inplace_form(pn, name_in, ops, storage[n], out.numel()) if dest \
+            inplace = _inplace_form(prim, name_in, ops, storage[n], out.numel()) if dest \
                 else None
             lines.append(_InPlace(n, storage[n], call, inplace, ops) if inplace
                          else f"{n} = {call}")
@@ -388,9 +405,6 @@ def _generate(graph: Graph):
 # Runs of in-place elementwise updates (an optimizer step over every parameter) become
 # one torch._foreach_* call per operation instead of one call per parameter.
 
-_FOREACH_UNARY = {"neg", "exp", "sqrt", "abs", "sigmoid", "log", "sin", "cos", "tanh"}
-
-
 class _InPlace:
     """One in-place elementwise line: ``step`` is [(op, dest, other, alpha)] in
     foreach terms (``other`` a buffer name, a number expression, or None)."""
@@ -407,25 +421,25 @@ class _InPlace:
 FOREACH_SPLIT_LIMIT = 1 << 16
 
 
-def _inplace_form(pn, names, bufs, dest, numel):
+def _inplace_form(prim, names, bufs, dest, numel):
     """The line as foreach steps writing ``dest`` in place, or None."""
-    if pn in _FOREACH_UNARY and bufs[0] == dest:
-        return [(pn, dest, None, None)]
-    if pn in ("add", "mul", "sub", "div"):
+    if prim.kind is Kind.UNARY and prim.foreach and bufs[0] == dest:
+        return [(prim.name, dest, None, None)]
+    if prim.kind is Kind.BINARY and prim.foreach:
         a, b = names
         if bufs[0] == dest:
-            return [(pn, dest, b, None)]
-        if bufs[1] == dest and pn in ("add", "mul"):
-            return [(pn, dest, a, None)]
+            return [(prim.name, dest, b, None)]
+        if bufs[1] == dest and prim.commutative:
+            return [(prim.name, dest, a, None)]
         return None
-    if pn in ("add_scaled", "sub_scaled"):
-        x, y, s = names
-        op = "add" if pn == "add_scaled" else "sub"
+    op = getattr(prim, "foreach_op", None)
+    if op is not None:
+        x, y, sc = names
         if bufs[0] == dest:
-            return [(op, dest, y, s)]
+            return [(op, dest, y, sc)]
         if bufs[1] == dest and numel <= FOREACH_SPLIT_LIMIT:
             # y <- x +/- s*y: scale y in place, then add x (two batched passes)
-            return [("mul", dest, s if op == "add" else f"(-{s})", None),
+            return [("mul", dest, sc if op == "add" else f"(-{sc})", None),
                     ("add", dest, x, None)]
     return None
 
@@ -503,13 +517,6 @@ def _foreach_lines(group):
     return lines
 
 
-# arithmetic on lifted Python numbers stays Python arithmetic (as it was in eager)
-_PY_FORM = {"add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})",
-            "div": "({0} / {1})", "pow": "({0} ** {1})", "neg": "(-{0})",
-            "sqrt": "math.sqrt({0})", "exp": "math.exp({0})", "log": "math.log({0})",
-            "maximum": "max({0}, {1})", "minimum": "min({0}, {1})"}
-
-
 def _input_of(graph, tensor):
     for v, s in zip(graph.inputs, graph.sources):
         if isinstance(s, Captured) and s.tensor is tensor:
@@ -517,16 +524,11 @@ def _input_of(graph, tensor):
     return None
 
 
-def _scalar_first(pn, inputs, names, weak):
-    """ATen has no ``sub(number, tensor)``: spell those with the tensor first."""
-    if pn not in ("sub", "div", "add", "mul") or len(inputs) != 2:
+def _scalar_first(prim, inputs, names, weak):
+    """ATen has no ``sub(number, tensor)``: the record's ``aten_rev`` spells those."""
+    if prim.aten_rev is None or len(inputs) != 2:
         return None
-    a, b = inputs
-    a_num = not isinstance(a, Var) or a in weak
-    if not a_num:
+    a = inputs[0]
+    if isinstance(a, Var) and a not in weak:
         return None
-    if pn == "sub":
-        return f"torch.rsub({names[1]}, {names[0]})"
-    if pn == "div":
-        return f"torch.mul(torch.reciprocal({names[1]}), {names[0]})"
-    return f"torch.{pn}({names[1]}, {names[0]})"
+    return prim.aten_rev.format(*names)

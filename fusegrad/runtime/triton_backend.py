@@ -32,7 +32,6 @@ from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Random,
                                       Returned, SetGrad, SetState, WriteGradInPlace,
                                       WriteInPlace)
-from fusegrad.runtime.cpu import _PY_FORM
 from fusegrad.tensor import Tensor
 
 
@@ -145,7 +144,7 @@ class _Launcher:
         for e in self.graph.eqns:
             if not e.out.weak:
                 continue
-            form = _PY_FORM.get(e.prim.name)
+            form = e.prim.host
             if form is None:
                 raise NotImplementedError(f"fusegrad triton backend: no host form for {e!r}")
             ins = [self.names[x] if isinstance(x, Var) else _fmt_num(x) for x in e.inputs]

@@ -12,15 +12,10 @@ import itertools
 
 import torch
 
-from fusegrad.primitives import PRIMS, Aval, Scalar
+from fusegrad._util import dtypes
+from fusegrad.primitives import Aval
 
-_DT = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
-       torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32", torch.bool: "b8",
-       torch.int8: "i8", torch.uint8: "u8", torch.int16: "i16"}
-
-
-def dtype_str(dtype) -> str:
-    return _DT.get(dtype, str(dtype).replace("torch.", ""))
+dtype_str = dtypes.short
 
 
 class Var:
@@ -58,14 +53,23 @@ class Var:
 
 
 class Eqn:
-    __slots__ = ("prim", "inputs", "params", "out", "src")
+    """``out = prim(*inputs, **params)``, with the user line it came from (``src``) and
+    the library scope that recorded it (``tag``, e.g. ``optimizer=SGD``)."""
 
-    def __init__(self, prim, inputs, params, out, src=""):
+    __slots__ = ("prim", "inputs", "params", "out", "src", "tag")
+
+    def __init__(self, prim, inputs, params, out, src="", tag=None):
         self.prim = prim
         self.inputs = list(inputs)
         self.params = dict(params)
         self.out = out
         self.src = src
+        self.tag = tag
+
+    def replace(self, **changes) -> "Eqn":
+        fields = {k: getattr(self, k) for k in self.__slots__}
+        fields.update(changes)
+        return Eqn(**fields)
 
     def vars(self):
         return [x for x in self.inputs if isinstance(x, Var)]
@@ -79,7 +83,7 @@ class Eqn:
 
 def _fmt_param(v):
     if isinstance(v, torch.dtype):
-        return "torch." + str(v).replace("torch.", "")
+        return "torch." + dtypes.name(v)
     if isinstance(v, torch.device):
         return f"'{v}'"
     return repr(v)
@@ -91,7 +95,7 @@ class Graph:
 
     def __init__(self, inputs=(), eqns=(), outputs=(), sources=(), sinks=(), history=()):
         self.inputs = list(inputs)
-        self.sources = list(sources)  # one per input: runtime.io source objects
+        self.sources = list(sources)  # one per input: an ir.io Source
         self.eqns = list(eqns)
         self.outputs = list(outputs)  # Vars or Python numbers
         self.sinks = list(sinks)  # one per output
@@ -122,63 +126,6 @@ class Graph:
 
     __str__ = python
 
-    def to_callable(self):
-        """The printed IR executed as Python over the primitives' eager implementations:
-        the reference interpreter of the IR (inputs and outputs are torch tensors)."""
-        env = {name: p.impl for name, p in PRIMS.items()}
-        env["torch"] = torch
-        exec(compile(self.python(), "<fusegrad graph>", "exec"), env)
-        fn = env["graph"]
-        consts = [getattr(s, "data", None) if type(s).__name__ == "Const" else None
-                  for s in self.sources]
-
-        def call(*args):
-            """Values for the inputs that are not constants, in order."""
-            it = iter(args)
-            return fn(*[next(it) if c is None else c for c in consts])
-
-        return call
-
     def __repr__(self):
         return f"<Graph {len(self.inputs)} inputs, {len(self.eqns)} eqns, " \
                f"{len(self.outputs)} outputs>"
-
-
-class VerifyError(RuntimeError):
-    pass
-
-
-def verify(graph: Graph, where: str = "") -> None:
-    """Check SSA form and re-derive every shape and dtype from the primitive's meta rule."""
-    at = f" after {where}" if where else ""
-    defined = set()
-    for v in graph.inputs:
-        if v in defined:
-            raise VerifyError(f"input {v!r} is bound twice{at}")
-        defined.add(v)
-    if len(graph.sources) != len(graph.inputs):
-        raise VerifyError(f"{len(graph.inputs)} inputs but {len(graph.sources)} sources{at}")
-    for e in graph.eqns:
-        if e.prim is not PRIMS.get(e.prim.name):
-            raise VerifyError(f"{e!r}: unknown primitive {e.prim.name}{at}")
-        for x in e.inputs:
-            if isinstance(x, Var):
-                if x not in defined:
-                    raise VerifyError(f"{e!r}: uses {x!r} before it is defined{at}")
-            elif not isinstance(x, Scalar):
-                raise VerifyError(f"{e!r}: operand {x!r} is neither a Var nor a number{at}")
-        if e.out in defined:
-            raise VerifyError(f"{e!r}: redefines {e.out!r}{at}")
-        if not e.src:
-            raise VerifyError(f"{e!r}: has no source line{at}")
-        aval = e.prim.meta(*e.inputs, **e.params)
-        if tuple(aval.shape) != tuple(e.out.shape) or aval.dtype != e.out.dtype:
-            raise VerifyError(
-                f"{e!r}: meta says {dtype_str(aval.dtype)}{list(aval.shape)} but the IR says "
-                f"{e.out.type_str()}{at}")
-        defined.add(e.out)
-    for o in graph.outputs:
-        if isinstance(o, Var) and o not in defined:
-            raise VerifyError(f"output {o!r} is not defined{at}")
-    if len(graph.sinks) != len(graph.outputs):
-        raise VerifyError(f"{len(graph.outputs)} outputs but {len(graph.sinks)} sinks{at}")
