@@ -23,14 +23,14 @@ class Program:
         self._res_leaves = res_leaves
         t0 = time.perf_counter()
         if backend == "cpu":
-            from fusegrad.runtime.cpu import CpuProgram
+            from fusegrad.compiler.backends.cpu import CpuProgram
 
             self._impl = CpuProgram(graph)
             self.source = self._impl.source
             self._groups = None  # the fused schedule, computed when introspection asks
             self._kernels = None
         elif backend == "triton":
-            from fusegrad.runtime.triton_backend import TritonProgram
+            from fusegrad.compiler.backends.triton import TritonProgram
 
             self._impl = TritonProgram(graph)
             self.source = self._impl.source

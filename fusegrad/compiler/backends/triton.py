@@ -5,7 +5,7 @@ kernel per group (``compiler.codegen_triton``) and writes a launcher, ``run(args
 reads the inputs (arguments, captured parameters, ``.grad`` fields, optimizer state, and
 Python numbers such as ``lr`` afresh on every call), computes the host-side number
 arithmetic, launches each kernel on its grid, and hands the results back exactly as
-``runtime/cpu.py`` does: returned values, parameters and optimizer state written in place,
+``backends/cpu.py`` does: returned values, parameters and optimizer state written in place,
 ``.grad`` fields and new state entries set.
 
 Buffers: intermediates live in buffers allocated once per program and reused by liveness;
@@ -253,7 +253,7 @@ class _Launcher:
         return buf
 
     def outputs(self, copy_back):
-        """Hand the results back as runtime/cpu.py does."""
+        """Hand the results back as backends/cpu.py does."""
         for n, tgt in self.strided_back:  # targets whose layout the kernel could not write
             self.emit(f"if {n}.data_ptr() != {tgt}.data_ptr(): {tgt}.copy_({n})")
         if copy_back:  # in-place results a kernel could not write in place
@@ -277,7 +277,7 @@ class _Launcher:
                 val = name if how == "fresh" else f"{name}.view({list(o.shape)!r})"
             elif o.weak:
                 val = f"torch.tensor({self.names[o]})"
-            else:  # a graph input handed back: storage of its own, as runtime/cpu does
+            else:  # a graph input handed back: storage of its own, as backends/cpu does
                 val = self.names[o] if isinstance(s, WriteInPlace) else \
                     f"{self.names[o]}.clone()"
             if isinstance(s, Returned):

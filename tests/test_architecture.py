@@ -1,0 +1,172 @@
+"""The structure the code must keep: one primitive table read by field, packages that
+import only downwards, and a new primitive that needs one record and nothing else."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fusegrad as fg
+from fusegrad import primitives as P
+
+PKG = pathlib.Path(fg.__file__).parent
+HERE = pathlib.Path(__file__).parent
+
+
+def _modules():
+    for path in sorted(PKG.rglob("*.py")):
+        yield path, ast.parse(path.read_text(), str(path))
+
+
+def _is_prim_name(node) -> bool:
+    """``<...>.prim.name`` or ``prim.name`` / ``p.name`` of a record."""
+    if not (isinstance(node, ast.Attribute) and node.attr == "name"):
+        return False
+    v = node.value
+    return (isinstance(v, ast.Attribute) and v.attr == "prim") or \
+        (isinstance(v, ast.Name) and v.id in ("prim", "p"))
+
+
+def _literals(node) -> bool:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return True
+    return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and node.elts and all(
+        isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts)
+
+
+def test_no_phase_compares_a_prim_name_with_a_string():
+    """Phases read record fields; a name compared with a literal is a second table."""
+    hits = []
+    for path, tree in _modules():
+        if path.is_relative_to(PKG / "primitives"):
+            continue
+        # names bound to a prim's name (``pn = e.prim.name``) count as the name too
+        aliases = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                   and _is_prim_name(n.value) for t in n.targets if isinstance(t, ast.Name)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            named = any(_is_prim_name(x) or (isinstance(x, ast.Name) and x.id in aliases)
+                        for x in sides)
+            if named and any(_literals(x) for x in sides):
+                hits.append(f"{path.relative_to(PKG)}:{node.lineno}")
+    assert not hits, f"prim names compared with strings at {hits}"
+
+
+# Layers, bottom to top: a module may import its own layer and those below it.
+LAYERS = [
+    ("_util",),
+    ("primitives",),
+    ("autograd", "tensor"),
+    ("ops", "factories", "tensor_methods", "primitives.vjp"),
+    ("nn", "optim", "serialization"),
+    ("runtime",),
+    ("compiler.ir",),
+    ("compiler",),
+    ("__init__",),
+]
+
+
+def _layer(module: str) -> int:
+    rel = module.removeprefix("fusegrad").lstrip(".") or "__init__"
+    best, best_len = None, -1
+    for i, names in enumerate(LAYERS):
+        for n in names:
+            if (rel == n or rel.startswith(n + ".")) and len(n) > best_len:
+                best, best_len = i, len(n)
+    assert best is not None, f"{module} is in no layer"
+    return best
+
+
+def _module_name(path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1] if len(parts) > 1 else parts
+    return ".".join(parts)
+
+
+def _imports(node):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fusegrad"):
+        if node.module == "fusegrad":
+            return [f"fusegrad.{a.name}" for a in node.names]
+        return [node.module]
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.startswith("fusegrad")]
+    return []
+
+
+def test_top_level_imports_go_downwards():
+    bad = []
+    for path, tree in _modules():
+        me = _module_name(path)
+        mine = _layer(me) if me != "fusegrad" else len(LAYERS) - 1
+        for node in tree.body:  # module level: what importing the module pulls in
+            for target in _imports(node):
+                if _layer(target) > mine:
+                    bad.append(f"{me} imports {target}")
+    assert not bad, bad
+
+
+def test_primitives_and_runtime_import_nothing_above_them():
+    for path, tree in _modules():
+        me = _module_name(path)
+        if not (me.startswith("fusegrad.primitives") or me.startswith("fusegrad.runtime")
+                or me.startswith("fusegrad._util")) or me == "fusegrad.primitives.vjp":
+            continue
+        for node in ast.walk(tree):  # function-local imports too
+            for target in _imports(node):
+                assert _layer(target) <= _layer(me), f"{me} imports {target}"
+
+
+# --------------------------------------------------------------------------- one record
+
+
+def test_erf_is_one_record_that_runs_everywhere():
+    """``erf`` was added as a single record in primitives/pointwise.py."""
+    assert P.PRIMS["erf"] is P.erf and not P.missing_fields(P.erf)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    a = fg.from_torch(x.clone()).requires_grad_()
+    fg.erf(a).sum().backward()
+    xt = x.clone().requires_grad_()
+    torch.erf(xt).sum().backward()
+    assert torch.allclose(fg.erf(a).detach()._data, torch.erf(x))
+    assert torch.allclose(a.grad._data, xt.grad)
+    assert fg.erf(a).grad_fn.name() == "ErfBackward0" and a.erf().shape == a.shape
+
+    _erf_step("cpu")
+    # the triton backend on CPU tensors needs Triton's interpreter, set before its import
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = f"import sys; sys.path[:0] = {[str(PKG.parent), str(HERE)]!r}; " \
+        "import test_architecture as t; t._erf_step('triton')"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def _erf_step(backend):
+    """A compiled step through erf equals eager on ``backend`` (first call and replay)."""
+    x = torch.randn(4, 5)
+    w = fg.nn.Parameter(fg.from_torch(x.clone()))
+
+    def step():
+        w.grad = None
+        loss = (w.erf() * 2).sum()
+        loss.backward()
+        return loss
+
+    cf = fg.compile(step, backend=backend)
+    want = 4 / torch.pi ** 0.5 * torch.exp(-x ** 2)
+    for _ in range(2):
+        loss = cf()
+        assert torch.allclose(loss._data, (torch.erf(x) * 2).sum(), atol=1e-4), backend
+        assert torch.allclose(w.grad._data, want, atol=1e-5), backend
+    assert any(e.prim is P.erf for e in cf.program.graph.eqns)
