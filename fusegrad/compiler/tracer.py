@@ -140,6 +140,15 @@ class Returned:
         return f"returned value {self.index}"
 
 
+class Residual(Returned):
+    """A forward value kept for the backward (compiler.autodiff). The runtimes hand it out
+    as they do a returned value, after the user's; the compiled function keeps it on the
+    node its outputs hang from instead of returning it."""
+
+    def __str__(self):
+        return f"residual {self.index} kept for backward"
+
+
 class WriteInPlace:
     def __init__(self, tensor, name=None):
         self.tensor, self.name = tensor, name
