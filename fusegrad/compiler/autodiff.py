@@ -7,20 +7,40 @@ forward graph hands them out as extra outputs (``Residual`` sinks): one forward 
 the user's results and everything the backward needs, and the backward never recomputes
 the forward. Views of the forward's own inputs are recomputed in the backward rather than
 saved: a view costs nothing, while handing one out of a program copies it.
+
+A compiled function whose outputs require grad runs on this split. The node its outputs
+hang from (``CompiledFunctionBackward``) keeps the residuals of its own call and runs only
+the backward program. Where the trace holds what the rules alone cannot reproduce (a
+``detach`` or ``no_grad`` region, which leave no mark in the graph, a custom
+``autograd.Function``, a tensor hook), the backward is recorded instead by replaying the
+eager engine over the trace's autograd graph, and is split into residuals and backward the
+same way.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import NamedTuple
 
 from fusegrad import ops as F
 from fusegrad.autograd import grad_mode
+from fusegrad.autograd.engine import creating_graph, gradient_edge, run_backward
+from fusegrad.autograd.node import (SECOND_BACKWARD, CompositeNode, Node, PrimNode,
+                                    SavedTensor, node_class)
 from fusegrad.compiler import passes
 from fusegrad.compiler.ir import Eqn, Graph, Var
+from fusegrad.compiler.program import Program
 from fusegrad.compiler.schedule import VIEW_PRIMS
 from fusegrad.compiler.tracer import Arg, Captured, Const, Number, Residual, Returned, Tracer
 from fusegrad.primitives import aval_of, is_float
 from fusegrad.tensor import Tensor, trace_state
+
+CREATE_GRAPH = (
+    "fusegrad.compile: create_graph=True through the outputs of a compiled function is not "
+    "supported: its backward runs as one compiled program, so the gradients it returns have "
+    "no graph of their own. Take the higher-order gradient inside the compiled function, or "
+    "run the function eagerly.")
+
 
 class Saved(NamedTuple):
     """Where one residual of the backward comes from on each call.
@@ -279,3 +299,195 @@ def residual_values(residuals: Residuals, leaves, results) -> list:
 def _input_value(source, leaves):
     return leaves[source.index] if isinstance(source, Arg) else source.tensor
 
+
+# --------------------------------------------------------------------------- compiled outputs
+
+
+def differentiable_outputs(res_leaves):
+    """``[(position, tensor)]`` of the returned values autograd can reach through."""
+    return [(i, t) for i, t in enumerate(res_leaves)
+            if isinstance(t, Tensor) and isinstance(t._data, Var) and t.grad_fn is not None]
+
+
+class Plan(NamedTuple):
+    """What one traced signature needs to hang its outputs from a backward node.
+
+    ``diff_inputs`` are the forward's ``Arg``/``Captured`` sources gradients flow to;
+    ``diff_outputs`` the positions of the returned values that get the node, with
+    ``out_meta`` their (shape, dtype); ``program`` runs the backward graph.
+    """
+
+    program: Program
+    residuals: Residuals
+    diff_inputs: list
+    diff_outputs: list
+    out_meta: list
+
+
+def differentiate(tracer, graph: Graph, optimized: Graph, diff, leaves, verify=False):
+    """The forward and backward of a compiled function whose outputs require grad.
+
+    Args:
+        tracer: the finished trace of the function (its autograd graph is still alive).
+        graph: the traced graph, one equation per recorded primitive.
+        optimized: ``graph`` after the pass pipeline.
+        diff: ``differentiable_outputs`` of the returned values.
+        leaves: the tensors the function was traced with.
+        verify: run the IR verifier after every pass.
+
+    Returns:
+        ``(vjp, diff_inputs)``: the split graphs (``vjp.forward`` replaces ``optimized``)
+        and the forward sources (``Arg``/``Captured``) the backward's gradients are for.
+    """
+    srcs = [(v, s) for v, s in zip(graph.inputs, graph.sources)
+            if isinstance(s, (Arg, Captured)) and _input_value(s, leaves).requires_grad]
+    outs = [t for _, t in diff]
+    positions = [i for i, _ in diff]
+    if _rules_reproduce(graph, [v for v, _ in srcs], positions, outs, tracer):
+        pos = {v: i for i, v in enumerate(optimized.inputs)}
+        kept = [(pos[v], s) for v, s in srcs if v in pos]  # the passes may drop an unused one
+        return vjp(optimized, [i for i, _ in kept], positions, verify=verify), \
+            [s for _, s in kept]
+    targets = [_input_value(s, leaves) for _, s in srcs]
+    return _replay(tracer, graph, targets, outs, verify), [s for _, s in srcs]
+
+
+def _rules_reproduce(graph, ins, positions, outs, tracer) -> bool:
+    """Whether differentiating ``graph`` by the rules gives what eager autograd would.
+
+    The graph keeps no mark of ``detach``, ``no_grad``, custom Functions or hooks; the
+    trace's autograd graph does. Each of its primitive nodes was recorded with one equation,
+    and it can only need fewer gradients than the graph says, so equal counts of
+    (primitive, inputs needing grad) mean every equation is differentiated as in eager.
+    """
+    active = _active(graph, ins)
+    want = Counter()
+    reach = {graph.outputs[i] for i in positions} & active
+    for e in reversed(graph.eqns):
+        if e.out in reach:
+            needs = tuple(isinstance(x, Var) and x in active for x in e.inputs)
+            want[(e.prim, needs)] += 1
+            reach.update(x for x, n in zip(e.inputs, needs) if n)
+    stop = set()
+    for t, _ in tracer.env.values():
+        if t.requires_grad:
+            stop.add(gradient_edge(t)[0])
+    have = Counter()
+    seen, stack = set(), [t.grad_fn for t in outs]
+    while stack:
+        n = stack.pop()
+        if n in seen or n in stop:
+            continue
+        seen.add(n)
+        if n._pre_hooks or n._hooks or n._tensor_hooks or n._retains:
+            return False
+        if isinstance(n, CompositeNode):
+            stack.append(n.inner_out.grad_fn)  # its inner graph ends at the same edges
+            continue
+        if not isinstance(n, PrimNode):
+            return False
+        have[(n.prim, tuple(n.needs_input_grad))] += 1
+        stack.extend(c for c, _ in n.next_functions if c is not None)
+    return have == want
+
+
+def _replay(tracer, graph, targets, outs, verify) -> VJP:
+    """Record the eager engine's backward over the trace's autograd graph (hooks, custom
+    Functions and detach behave exactly as in eager), then split it like ``vjp``."""
+    rec = _Recorder(graph)
+    bt = rec.tracer
+    bt.env = dict(tracer.env)  # the call's tensors read as the forward's values, not captured
+    cts = [Tensor._make(bt.add_input(Var(t.shape, t.dtype, t.device), _Cotangent(k)))
+           for k, t in enumerate(outs)]
+    with _recording(bt):
+        # boundary: the run stops at the inputs, whose own hooks and graph stay outside
+        grads = run_backward(list(zip(outs, cts)), inputs=targets, accumulate=False,
+                             retain_graph=True, allow_unused=True, boundary=True)
+    seen = set()
+    for k, t in enumerate(targets):
+        if id(t) in seen:
+            grads[k] = None  # f(x, x): the first edge to x carries its whole gradient
+        seen.add(id(t))
+    grads = [None if g is None else bt.read(g) for g in grads]
+    # the recorded equations read forward values directly: make them backward inputs
+    defined = set(bt.inputs) | {e.out for e in bt.eqns}
+
+    def own(x):
+        return rec.saved(x) if isinstance(x, Var) and x not in defined else x
+
+    for e in bt.eqns:
+        e.inputs = [own(x) for x in e.inputs]
+    return _split(graph, rec, [None if g is None else own(g) for g in grads], len(outs),
+                  "replay_backward", verify)
+
+
+def build_plan(result: VJP, diff_inputs, diff, backend, name) -> Plan:
+    """Compile the backward graph and bundle what ``attach`` needs on each call."""
+    program = Program(result.backward, result.backward, backend, ("T",), [], name=name)
+    return Plan(program, result.residuals, diff_inputs, [i for i, _ in diff],
+                [(tuple(t.shape), t.dtype) for _, t in diff])
+
+
+class CompiledFunctionBackward(Node):
+    """The node a compiled function's differentiable outputs hang from: it keeps the
+    residuals of its own call and runs only the backward program."""
+
+    __slots__ = ("plan", "saved")
+
+    n_outputs = property(lambda self: len(self.plan.out_meta))
+
+    def apply(self, grads):
+        if self.saved is None:
+            raise RuntimeError(SECOND_BACKWARD)
+        if creating_graph():
+            raise RuntimeError(CREATE_GRAPH)
+        residuals = [s.unpack() for s in self.saved]  # raises if one was modified in place
+        cts = [F.zeros(shape, dtype=dtype) if g is None else g
+               for g, (shape, dtype) in zip(grads, self.plan.out_meta)]
+        out = [None] * len(self.next_functions)
+        for k, g in zip(self.plan.residuals.grads_of, self.plan.program.run(residuals + cts)):
+            out[k] = g
+        return out
+
+    def release(self):
+        self.saved = None
+
+
+def attach(plan: Plan, leaves, results):
+    """Hang this call's differentiable results from a new node over this call's inputs.
+
+    Args:
+        plan: the signature's :class:`Plan`.
+        leaves: the tensors the forward program was called with.
+        results: what it returned (the user's values, then the residuals).
+    """
+    node = CompiledFunctionBackward.__new__(CompiledFunctionBackward)
+    Node.__init__(node, [gradient_edge(_input_value(s, leaves)) for s in plan.diff_inputs])
+    node.plan = plan
+    for nr, i in enumerate(plan.diff_outputs):
+        results[i].grad_fn = node
+        results[i]._output_nr = nr
+    # after the outputs have their node: a returned value saved here is saved as an output
+    node.saved = [SavedTensor(t, node)
+                  for t in residual_values(plan.residuals, leaves, results)]
+    return node
+
+
+class _ConsumedNode(Node):
+    """Stands for a graph the compiled function's own backward already used and freed."""
+
+    __slots__ = ()
+
+    def apply(self, grads):
+        raise RuntimeError(SECOND_BACKWARD)
+
+
+def attach_consumed(outs, consumed):
+    """``consumed``: [(position, node)]; the node is shared by every call's output (it
+    holds nothing and only raises)."""
+    for i, node in consumed:
+        outs[i].grad_fn = node
+
+
+def consumed_nodes(diff):
+    return [(i, node_class(t.grad_fn.name(), _ConsumedNode)()) for i, t in diff]

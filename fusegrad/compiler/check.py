@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.tracer import (Captured, Returned, SetGrad, SetState,
+from fusegrad.compiler.tracer import (Captured, Residual, Returned, SetGrad, SetState,
                                       WriteGradInPlace, WriteInPlace)
 from fusegrad.tensor import Tensor
 
@@ -55,6 +55,8 @@ def _observe(program, result):
     _leaves(result, flat)
     for o, s in zip(program.graph.outputs, program.graph.sinks):
         e = prod.get(o) if isinstance(o, Var) else None
+        if isinstance(s, Residual):
+            continue  # kept for the backward, never seen by the user
         if isinstance(s, Returned):
             seen.append((f"returned value {s.index}", flat[s.index]._data.clone(), e))
         elif isinstance(s, WriteInPlace):
