@@ -9,7 +9,7 @@ import warnings
 
 from fusegrad._util import debug, pytree
 from fusegrad.autograd import grad_mode
-from fusegrad.compiler import backward as B
+from fusegrad.compiler import autodiff as AD
 from fusegrad.compiler import guards as G
 from fusegrad.compiler import passes
 from fusegrad.compiler.ir import Graph
@@ -147,14 +147,12 @@ class CompiledFunction:
         t_trace = time.perf_counter() - t0
         res_leaves: list = []
         res_structure = _flatten(result, res_leaves)
-        diff = B.differentiable_outputs(res_leaves) if enabled else []
-        bwd = consumed = None
+        diff = AD.differentiable_outputs(res_leaves) if enabled else []
+        consumed = None
         if diff and (tracer.ran_backward or tracer.written or tracer.stateful):
             # a training step: the loss it returns had its graph consumed by the backward
             # inside, as in eager; a later backward through it raises eager's error
-            consumed = B.consumed_nodes(diff)
-        elif diff:
-            bwd = B.trace_backward(tracer, diff, len(leaves))
+            consumed = AD.consumed_nodes(diff)
         graph: Graph = tracer.finish(res_leaves)
         guard = G.Guard.build(leaves, structure, enabled, tracer, watch, self.fn)
         level = debug.level()
@@ -168,15 +166,18 @@ class CompiledFunction:
         optimized = passes.optimize(graph, verify_each=self.verify, log=log)
         t_passes = time.perf_counter() - t1
         backend = self.backend or _default_backend(leaves, graph)
+        plan = None
+        if diff and consumed is None:
+            # outputs that require grad: the forward also hands out what its backward reads
+            split, diff_inputs = AD.differentiate(tracer, graph, optimized, diff, leaves,
+                                                  verify=self.verify)
+            optimized = split.forward
+            plan = AD.build_plan(split, diff_inputs, diff, backend,
+                                 self.fn.__qualname__ + ".backward")
         program = Program(graph, optimized, backend, res_structure, res_leaves,
                           name=self.fn.__qualname__)
         program.consumed = consumed
-        if bwd is not None:
-            bgraph, diff_inputs = bwd
-            bopt = passes.optimize(bgraph, verify_each=self.verify)
-            program.backward = (Program(bgraph, bopt, backend, ("T",), [], name=
-                                        self.fn.__qualname__ + ".backward"),
-                                diff_inputs, [i for i, _ in diff])
+        program.backward = plan
         program.compile_times = {"trace": t_trace, "passes": t_passes,
                                  "codegen": program.codegen_time,
                                  "total": time.perf_counter() - t0}

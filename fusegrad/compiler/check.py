@@ -7,8 +7,8 @@ import torch
 
 from fusegrad._util import pytree
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.ir.io import (Captured, Returned, SetGrad, SetState, WriteGradInPlace,
-                                     WriteInPlace)
+from fusegrad.compiler.ir.io import (Captured, Residual, Returned, SetGrad, SetState,
+                                     WriteGradInPlace, WriteInPlace)
 from fusegrad.tensor import Tensor
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -56,6 +56,8 @@ def _observe(program, result):
     pytree.flatten(result, flat, lambda x: isinstance(x, Tensor))
     for o, s in zip(program.graph.outputs, program.graph.sinks):
         e = prod.get(o) if isinstance(o, Var) else None
+        if isinstance(s, Residual):
+            continue  # kept for the backward, never seen by the user
         if isinstance(s, Returned):
             seen.append((f"returned value {s.index}", flat[s.index]._data.clone(), e))
         elif isinstance(s, WriteInPlace):

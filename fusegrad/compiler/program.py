@@ -42,18 +42,17 @@ class Program:
         self.compile_times = {}
         self.run = self._impl.run
 
-    backward = None  # (Program, diff_inputs, positions) when outputs require grad
+    backward = None  # autodiff.Plan when the outputs require grad
     consumed = None  # [(position, grad_fn name)] of outputs whose graph a traced backward used
 
     def __call__(self, leaves, structure):
         outs = self.run(leaves)
         if self.backward is not None and grad_mode.is_grad_enabled():
-            from fusegrad.compiler.backward import attach
+            from fusegrad.compiler.autodiff import attach
 
-            bprog, diff_inputs, positions = self.backward
-            attach(bprog, diff_inputs, leaves, outs, positions, self.graph)
+            attach(self.backward, leaves, outs)  # outs ends with the residuals it keeps
         elif self.consumed and grad_mode.is_grad_enabled():
-            from fusegrad.compiler.backward import attach_consumed
+            from fusegrad.compiler.autodiff import attach_consumed
 
             attach_consumed(outs, self.consumed)
         return pytree.unflatten(self._res_structure, iter(outs))

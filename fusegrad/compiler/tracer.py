@@ -21,8 +21,8 @@ import torch
 
 from fusegrad.compiler.ir import Eqn, Graph, Var
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,  # noqa: F401
-                                     Returned, SetGrad, SetState, WriteGradInPlace,
-                                     WriteInPlace)
+                                     Residual, Returned, SetGrad, SetState,
+                                     WriteGradInPlace, WriteInPlace)
 from fusegrad.tensor import Tensor, trace_state
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -107,6 +107,17 @@ class Returned(Sink):
         return f"returned value {self.index}"
 
 
+class Residual(Returned):
+    """A forward value kept for the backward (compiler.autodiff). The backends hand it out
+    as they do a returned value, after the user's; the compiled function keeps it on the
+    node its outputs hang from instead of returning it."""
+
+    __slots__ = ()
+
+    def __str__(self):
+        return f"residual {self.index} kept for backward"
+
+
 class WriteInPlace(Sink):
     """Copied into a captured tensor's storage (an in-place update of a parameter)."""
 
