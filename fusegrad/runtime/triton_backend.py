@@ -51,9 +51,9 @@ class TritonProgram:
         source: the generated launcher, readable Python.
     """
 
-    def __init__(self, graph: Graph, groups=None):
+    def __init__(self, graph: Graph):
         self.graph = graph
-        self.groups = groups if groups is not None else S.schedule(graph)
+        self.groups = S.schedule(graph)
         self.kernels = [generate(g) for g in self.groups]
         self.source, self._env = _Launcher(graph, self.groups, self.kernels).generate()
         code = compile(self.source, f"<fusegrad triton program {id(self):x}>", "exec")
@@ -67,12 +67,6 @@ class TritonProgram:
         if "cpu" in devs and not _interpreting():
             # the kernels exist and can be read, dumped and AOT-compiled; they cannot run
             self.run = _cannot_run
-
-    def dump(self, folder):
-        """Write every kernel's source as ``<folder>/<name>.py``."""
-        from fusegrad.compiler.kernel import dump_kernels
-
-        return dump_kernels(self.kernels, folder)
 
 
 def _cannot_run(args):
