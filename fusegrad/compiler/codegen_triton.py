@@ -18,7 +18,7 @@ import torch
 
 from fusegrad.compiler import codegen_index as ix
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.kernel import Kernel
+from fusegrad.runtime.kernels import Kernel
 from fusegrad.compiler.schedule import POINTWISE_KINDS, Group, Layout, next_pow2
 from fusegrad.primitives import result_dtype
 

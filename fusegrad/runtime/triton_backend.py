@@ -47,7 +47,7 @@ class TritonProgram:
 
     Attributes:
         groups: the schedule (``compiler.schedule.Group``), in launch order.
-        kernels: one ``GeneratedKernel`` (a ``compiler.kernel.Kernel``) per group.
+        kernels: one ``GeneratedKernel`` (a ``runtime.kernels.Kernel``) per group.
         source: the generated launcher, readable Python.
     """
 

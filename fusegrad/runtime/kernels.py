@@ -4,6 +4,9 @@
 real file. `load_kernel` writes the source into a content-addressed cache folder and imports
 it from there; the file name is the hash of (source, triton version, device kind), and the
 file is written atomically so parallel test workers never import a half-written file.
+
+triton is imported on first use (the first `load_kernel`), never at import time: eager code
+and the cpu backend must not pay for loading a GPU compiler.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import triton
 
 from fusegrad._util.fileio import atomic_write
 
@@ -104,6 +105,8 @@ def device_kind(interpret: bool | None = None) -> str:
 
 
 def _file_hash(source: str, kind: str) -> str:
+    import triton
+
     h = hashlib.sha256()
     for part in (source, triton.__version__, kind):
         h.update(part.encode("utf-8"))
