@@ -1,5 +1,6 @@
 """What generated programs call when they replay: the kernel cache and loader
-(``kernels``) and the backends' replay code.
+(``kernels``), prepared kernel launches (``launch``) and the backends' replay code.
 
-``kernels`` imports nothing from ``fusegrad.compiler``, and triton only on first use.
+``kernels`` and ``launch`` import nothing from ``fusegrad.compiler``, and triton only on
+first use.
 """
