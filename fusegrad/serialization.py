@@ -18,12 +18,12 @@ import io
 import json
 import os
 import struct
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
+from fusegrad._util.fileio import atomic_open
 from fusegrad.tensor import Tensor
 
 __all__ = ["load", "save"]
@@ -163,35 +163,8 @@ def save(obj, f):
     if not os.path.isdir(folder):
         raise FileNotFoundError(2, f"fusegrad.save: cannot write '{path}': the folder "
                                    f"'{folder}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _write_payload(out, parts)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder):
-    # makes the rename itself durable; not possible on every platform, hence best effort
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path) as out:
+        _write_payload(out, parts)
 
 
 # --------------------------------------------------------------------------- reading

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from fusegrad.compiler.aot import aot_compile, parse_ptxas_report
-from fusegrad.compiler.kernel import Kernel, dump_kernels, load_kernel
+from fusegrad.runtime.kernels import Kernel, dump_kernels, load_kernel
 
 VADD_SRC = textwrap.dedent(
     """
@@ -116,7 +116,7 @@ INTERPRET_SCRIPT = textwrap.dedent(
     import json, sys
     import torch
     import triton
-    from fusegrad.compiler.kernel import load_kernel
+    from fusegrad.runtime.kernels import load_kernel
     from triton.runtime.interpreter import InterpretedFunction
 
     src = json.loads(sys.argv[1])

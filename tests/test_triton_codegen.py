@@ -14,7 +14,7 @@ import fusegrad.nn.functional as F
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.aot import aot_compile
 from fusegrad.compiler.codegen_triton import generate
-from fusegrad.compiler.kernel import load_kernel
+from fusegrad.runtime.kernels import load_kernel
 from fusegrad.primitives import PRIMS
 
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from typing import Any
 
-from .kernel import Kernel, load_kernel, source_hash
+from fusegrad.runtime.kernels import Kernel, load_kernel, source_hash
 
 __all__ = ["aot_compile", "clear_aot_cache", "parse_ptxas_report"]
 

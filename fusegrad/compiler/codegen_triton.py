@@ -18,10 +18,10 @@ import torch
 
 from fusegrad.compiler import codegen_index as ix
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.kernel import Kernel
 from fusegrad.compiler.schedule import Group, Layout, next_pow2
 from fusegrad import primitives as P
 from fusegrad.primitives import Kind, result_dtype
+from fusegrad.runtime.kernels import Kernel
 
 NUM_WARPS = 4
 TILE_BUDGET = 2048  # elements per program for row-wise kernels

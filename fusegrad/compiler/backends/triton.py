@@ -14,6 +14,15 @@ an in-place update is written straight into the parameter when every reader of t
 value has run (the scheduler orders them so) and the kernel owns each element it writes,
 else into a buffer copied back after the last kernel.
 
+Layouts: kernels index contiguous (and, on a GPU, 16-byte aligned) storage. What is known
+when the program is built is decided then: a captured tensor, or one written in place, is
+read or written directly when its storage is contiguous, through a copy when not; a replay
+only compares the storage object with the one seen at build time, and tests the layout
+again if it was replaced (``p.data = ...``). Storage a call brings afresh (argument tensors,
+``.grad`` fields) gets one layout test per call, and only a tensor that fails it is copied.
+Each launch goes to a ``runtime.launch.KernelLaunch`` prepared at build time (grid and
+block sizes frozen, autotuning done).
+
 CUDA tensors run compiled kernels; CPU tensors run the same kernels in Triton's
 interpreter, which needs ``TRITON_INTERPRET=1`` set before triton is imported.
 """
@@ -21,17 +30,16 @@ interpreter, which needs ``TRITON_INTERPRET=1`` set before triton is imported.
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import torch
 
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.codegen_triton import generate
 from fusegrad.compiler.ir import Graph, Var
-from fusegrad.compiler.tracer import (Arg, Captured, Const, GradOf, Number, Random,
-                                      Returned, SetGrad, SetState, WriteGradInPlace,
-                                      WriteInPlace)
+from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,
+                                     Returned, SetGrad, SetState, WriteGradInPlace,
+                                     WriteInPlace)
+from fusegrad.runtime import launch as L
 from fusegrad.tensor import Tensor
 
 
@@ -46,32 +54,34 @@ class TritonProgram:
 
     Attributes:
         groups: the schedule (``compiler.schedule.Group``), in launch order.
-        kernels: one ``GeneratedKernel`` (a ``compiler.kernel.Kernel``) per group.
+        kernels: one ``GeneratedKernel`` (a ``runtime.kernels.Kernel``) per group.
+        launches: one ``runtime.launch.KernelLaunch`` per kernel, as ``run`` launches it.
         source: the generated launcher, readable Python.
     """
 
-    def __init__(self, graph: Graph, groups=None):
+    def __init__(self, graph: Graph):
         self.graph = graph
-        self.groups = groups if groups is not None else S.schedule(graph)
+        self.groups = S.schedule(graph)
         self.kernels = [generate(g) for g in self.groups]
-        self.source, self._env = _Launcher(graph, self.groups, self.kernels).generate()
+        mode = _mode(graph)
+        launcher = _Launcher(graph, self.groups, self.kernels, mode)
+        self.source, self._env = launcher.generate()
+        self.launches = launcher.launches
         code = compile(self.source, f"<fusegrad triton program {id(self):x}>", "exec")
         exec(code, self._env)
-        self.run = self._env["run"]
-        if _debug_level() >= 4:
-            for k in self.kernels:
-                print(f"[fusegrad] triton kernel {k.name}:\n{k.source}", file=sys.stderr)
-        devs = {v.device.type for v in graph.inputs if not v.weak}
-        devs |= {e.out.device.type for e in graph.eqns if not e.out.weak}
-        if "cpu" in devs and not _interpreting():
-            # the kernels exist and can be read, dumped and AOT-compiled; they cannot run
-            self.run = _cannot_run
+        # CPU tensors without the interpreter: the kernels exist and can be read, dumped and
+        # AOT-compiled; they cannot run
+        self.run = self._env["run"] if mode is not None else _cannot_run
 
-    def dump(self, folder):
-        """Write every kernel's source as ``<folder>/<name>.py``."""
-        from fusegrad.compiler.kernel import dump_kernels
 
-        return dump_kernels(self.kernels, folder)
+def _mode(graph) -> str | None:
+    """How this process runs the graph's kernels: "interpret" (TRITON_INTERPRET=1), "native"
+    (compiled for the GPU) or None (CPU tensors, no interpreter: they cannot run)."""
+    if _interpreting():
+        return "interpret"
+    devs = {v.device.type for v in graph.inputs if not v.weak}
+    devs |= {e.out.device.type for e in graph.eqns if not e.out.weak}
+    return None if "cpu" in devs else "native"
 
 
 def _cannot_run(args):
@@ -80,12 +90,6 @@ def _cannot_run(args):
         "interpreter can run; set TRITON_INTERPRET=1 before triton is imported, move the "
         "tensors to CUDA, or use backend='cpu'")
 
-
-def _debug_level() -> int:
-    try:
-        return int(os.environ.get("FUSEGRAD_DEBUG", "0"))
-    except ValueError:
-        return 0
 
 
 def _fmt_num(x) -> str:
@@ -97,17 +101,19 @@ def _fmt_num(x) -> str:
 class _Launcher:
     """Writes ``run(args)``: inputs, host numbers, buffers, launches, write-backs."""
 
-    def __init__(self, graph, groups, kernels):
+    def __init__(self, graph, groups, kernels, mode):
         self.graph = graph
         self.groups = groups
         self.kernels = kernels
-        self.env = {"torch": torch, "_T": Tensor._make, "math": math, "_autotune": _autotune}
+        self.mode = mode
+        self.env = {"torch": torch, "_T": Tensor._make, "math": math, "_own": _own_copy}
         self.lines: list[str] = []
         self.consts: dict[int, str] = {}
         self.names: dict[Var, str] = {}
         self.n_bufs = 0
         self.pool: dict[tuple, list[str]] = {}
         self.strided_back: list[tuple] = []
+        self.read_as: dict[int, str] = {}  # id(captured tensor) -> its storage's name in run
 
     def const(self, obj, prefix) -> str:
         key = id(obj)
@@ -119,22 +125,47 @@ class _Launcher:
     def emit(self, line):
         self.lines.append(line)
 
+    # -- layouts ------------------------------------------------------------------------------
+
+    def usable(self, t) -> bool:
+        """Can a kernel index ``t``'s storage as it is? Contiguous, and on a GPU 16-byte
+        aligned (``runtime.launch`` compiles every pointer argument as aligned)."""
+        return t.is_contiguous() and (self.mode != "native" or t.data_ptr() % 16 == 0)
+
+    def unusable(self, n) -> str:
+        """The per-call form of ``not usable(n)``, for storage known only at call time."""
+        test = f"not {n}.is_contiguous()"
+        return test + f" or {n}.data_ptr() % 16" if self.mode == "native" else test
+
+    def replaced(self, n, storage) -> str:
+        """The per-call test for ``n``, whose storage was ``storage`` (usable) at build time:
+        true only when the tensor was given other, unusable storage since."""
+        return f"{n} is not {self.const(storage, 'd')} and ({self.unusable(n)})"
+
     # -- inputs and host numbers ------------------------------------------------------------
 
     def inputs(self):
         for v, s in zip(self.graph.inputs, self.graph.sources):
             n = self.names[v] = f"v{v.id}"
-            if isinstance(s, Arg):
-                self.emit(f"{n} = args[{s.index}]._data.contiguous()")
-            elif isinstance(s, Captured):  # kernels index contiguous storage
-                self.emit(f"{n} = {self.const(s.tensor, 'c')}._data.contiguous()  # {s}")
-            elif isinstance(s, GradOf):
-                self.emit(f"{n} = {self.const(s.tensor, 'c')}._grad._data.contiguous()  # {s}")
+            if isinstance(s, Arg):  # a call may pass any strides: copy only one that needs it
+                self.emit(f"{n} = args[{s.index}]._data")
+                self.emit(f"if {self.unusable(n)}: {n} = _own({n})")
+            elif isinstance(s, Captured):
+                c = self.const(s.tensor, "c")
+                if self.usable(s.tensor._data):
+                    self.emit(f"{n} = {c}._data  # {s}")
+                    self.emit(f"if {self.replaced(n, s.tensor._data)}: {n} = _own({n})")
+                    self.read_as[id(s.tensor)] = n
+                else:  # strided storage: copied on every call
+                    self.emit(f"{n} = _own({c}._data)  # {s}, not contiguous")
+            elif isinstance(s, GradOf):  # eager code may have stored any .grad since
+                self.emit(f"{n} = {self.const(s.tensor, 'c')}._grad._data  # {s}")
+                self.emit(f"if {self.unusable(n)}: {n} = _own({n})")
             elif isinstance(s, Const):
-                data = s.data.contiguous()
+                data = s.data if self.usable(s.data) else _own_copy(s.data)
                 self.names[v] = self.const(data, "k")
-            elif isinstance(s, Random):
-                self.emit(f"{n} = {self.const(s.make, 'r')}().contiguous()  # {s}")
+            elif isinstance(s, Random):  # a fresh factory tensor: contiguous
+                self.emit(f"{n} = {self.const(s.make, 'r')}()  # {s}")
             elif isinstance(s, Number):
                 self.emit(f"{n} = {self.const(s.container, 'h')}[{s.key!r}]  # {s}")
             else:
@@ -178,6 +209,8 @@ class _Launcher:
                         key = (Captured if isinstance(s, WriteInPlace) else GradOf,
                                id(s.tensor))
                         ok = _inplace_ok(g, v, old_of.get(key), last_use)
+                        if ok and isinstance(s, WriteInPlace):
+                            ok = self.usable(s.tensor._data)  # else a buffer, copied back
                         self.dest[(v, d)] = ("inplace" if ok else "temp", s)
                     elif s is not None:
                         self.dest[(v, d)] = ("fresh", s)
@@ -195,17 +228,31 @@ class _Launcher:
         self.env[name] = torch.empty(max(1, v.numel()), dtype=v.dtype, device=v.device)
         return name
 
+    # -- launches -----------------------------------------------------------------------------
+
+    def prepare(self, k) -> L.KernelLaunch:
+        """Bind the launch of kernel ``k``: grid and block sizes frozen, tuned if asked."""
+        grid = (k.grid(),)
+        if grid[0] == 0 or self.mode is None:  # never launched
+            return L.KernelLaunch(k, grid, dict(k.constexprs), k.num_warps)
+        if self.mode == "native" and k.configs and L.autotune_enabled():
+            configs = [dict(k.constexprs)] + [dict(c) for c in k.configs]
+            return L.autotune(k, configs, k.grid, _scratch(k), k.num_warps)
+        return L.prepare(k, grid, k.constexprs, k.num_warps,
+                         interpret=self.mode == "interpret")
+
     # -- the launcher -------------------------------------------------------------------------
 
     def generate(self):
+        self.launches = [self.prepare(k) for k in self.kernels]
         self.inputs()
         self.host_numbers()
         self.plan_storage()
         copy_back = []
         release: dict[int, list] = {}
         self.dest_name: dict[tuple, str] = {}
-        for g, k in zip(self.groups, self.kernels):
-            kname = self.const(k, "K")
+        for g, k, launch in zip(self.groups, self.kernels, self.launches):
+            kname = self.const(launch, "K")
             self.emit(f"# {k.name}: {', '.join(g.ops)}  (~{g.bytes_moved} bytes)")
             for v in g.outputs:
                 for d in range(g.dests.get(v, 1)):
@@ -214,29 +261,31 @@ class _Launcher:
                     self.names[v] = self.dest_name[(v, 0)]
             args = [self.dest_name[(a[1], a[2])] if a[0] == "out" else self.names[a[1]]
                     for a in k.args]
-            cx = ", ".join(f"{n}={v!r}" for n, v in k.constexprs.items())
-            if k.grid() > 0:
-                if k.configs:
-                    self.emit(f"if {kname}.tuned is None: _autotune({kname}, "
-                              f"[{', '.join(args)}])")
-                self.emit(f"{kname}.launch(({', '.join(args)}{',' if len(args) == 1 else ''}))"
-                          f"  # grid ({k.grid()},), {cx}")
+            cx = ", ".join(f"{n}={v!r}" for n, v in launch.constexprs.items())
+            if launch.grid[0] > 0:
+                self.emit(f"{kname}.launch({', '.join(args)})  # grid {launch.grid}, {cx}"
+                          + (" (tuned)" if launch.tuned else ""))
             for key, buf in release.pop(g.index, ()):
                 self.pool.setdefault(key, []).append(buf)
         self.outputs(copy_back)
         src = "def run(args):\n" + "\n".join("    " + ln for ln in self.lines) + "\n"
-        for k in self.kernels:
-            _prepare(k)
         return src, self.env
 
     def destination(self, g, v, d, release, copy_back) -> str:
         how, s = self.dest[(v, d)]
-        if how == "inplace":  # straight into the tensor, unless its layout is not contiguous
+        if how == "inplace":  # straight into the tensor
             tgt = _target(self.const(s.tensor, "c"), s)
-            n = f"v{v.id}_{d}"
-            self.emit(f"{n} = {tgt}")
-            self.emit(f"{n} = {n} if {n}.is_contiguous() else torch.empty_like({n}, "
-                      "memory_format=torch.contiguous_format)")
+            n = self.read_as.get(id(s.tensor)) if isinstance(s, WriteInPlace) else None
+            if n is None:
+                n = f"v{v.id}_{d}"
+                self.emit(f"{n} = {tgt}")
+                # a stand-in, copied back at the end, for storage the kernel cannot write
+                test = self.replaced(n, s.tensor._data) if isinstance(s, WriteInPlace) \
+                    else self.unusable(n)  # a .grad: whatever eager code stored there
+                self.emit(f"if {test}: {n} = torch.empty_like({n}, "
+                          "memory_format=torch.contiguous_format)")
+            # else the storage the tensor was read from, a copy if it was replaced by
+            # unusable storage: the kernel owns each element it overwrites (_inplace_ok)
             self.strided_back.append((n, tgt))
             return n
         if how == "fresh":
@@ -254,8 +303,8 @@ class _Launcher:
 
     def outputs(self, copy_back):
         """Hand the results back as backends/cpu.py does."""
-        for n, tgt in self.strided_back:  # targets whose layout the kernel could not write
-            self.emit(f"if {n}.data_ptr() != {tgt}.data_ptr(): {tgt}.copy_({n})")
+        for n, tgt in self.strided_back:  # targets a stand-in was written for
+            self.emit(f"if {n} is not {tgt}: {tgt}.copy_({n})")
         if copy_back:  # in-place results a kernel could not write in place
             dsts = [_target(self.const(s.tensor, "c"), s) for s, _, _ in copy_back]
             srcs = [f"{buf}.view({list(v.shape)!r})" for _, buf, v in copy_back]
@@ -340,48 +389,19 @@ def _inplace_ok(g, v, old, last_use) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- launching
+def _own_copy(t):
+    """A copy of ``t`` in contiguous, freshly allocated (so aligned) storage."""
+    return t.clone(memory_format=torch.contiguous_format)
 
 
-def _prepare(k):
-    """Bind the launch of one kernel: its jit function, grid and block sizes."""
-    k.tuned = None
-    fn = k.fn()
-    grid = (k.grid(),)
-    cx = dict(k.constexprs)
-    nw = k.num_warps
-
-    def launch(args, fn=fn, grid=grid, cx=cx, nw=nw, k=k):
-        if k.tuned is not None:
-            fn[(k.grid(k.tuned),)](*args, **k.tuned, num_warps=nw)
+def _scratch(k) -> list:
+    """Arguments for timing kernel ``k``: fresh tensors of its arguments' sizes and dtypes
+    (zeros, so that an int tensor used as an index stays in bounds) and numbers."""
+    out = []
+    for a in k.args:
+        v = a[1]
+        if a[0] == "scalar":
+            out.append(1.0 if v.dtype.is_floating_point else 1)
         else:
-            fn[grid](*args, **cx, num_warps=nw)
-
-    k.launch = launch
-
-
-def _autotune(k, args):
-    """On CUDA with FUSEGRAD_AUTOTUNE=1: time the kernel's block-size configs on copies of
-    its arguments (in-place outputs must not be touched) and keep the fastest."""
-    k.tuned = dict(k.constexprs)
-    if os.environ.get("FUSEGRAD_AUTOTUNE") != "1":
-        return
-    if not any(isinstance(a, torch.Tensor) and a.is_cuda for a in args):
-        return
-    import triton.testing
-
-    scratch = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-    fn = k.fn()
-    best, best_t = None, float("inf")
-    for cfg in [dict(k.constexprs)] + list(k.configs):
-        try:
-            t = triton.testing.do_bench(
-                lambda cfg=cfg: fn[(k.grid(cfg),)](*scratch, **cfg, num_warps=k.num_warps),
-                warmup=5, rep=20)
-        except Exception:  # a config that does not compile (shared memory) is skipped
-            continue
-        if t < best_t:
-            best, best_t = cfg, t
-    k.tuned = best or dict(k.constexprs)
-
-
+            out.append(torch.zeros(max(1, v.numel()), dtype=v.dtype, device=v.device))
+    return out

@@ -4,6 +4,9 @@
 real file. `load_kernel` writes the source into a content-addressed cache folder and imports
 it from there; the file name is the hash of (source, triton version, device kind), and the
 file is written atomically so parallel test workers never import a half-written file.
+
+triton is imported on first use (the first `load_kernel`), never at import time: eager code
+and the cpu backend must not pay for loading a GPU compiler.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import triton
+from fusegrad._util.fileio import atomic_write
 
 __all__ = [
     "Kernel",
@@ -103,6 +105,8 @@ def device_kind(interpret: bool | None = None) -> str:
 
 
 def _file_hash(source: str, kind: str) -> str:
+    import triton
+
     h = hashlib.sha256()
     for part in (source, triton.__version__, kind):
         h.update(part.encode("utf-8"))
@@ -110,27 +114,15 @@ def _file_hash(source: str, kind: str) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder and os.replace."""
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, unless the file already holds it."""
     try:
         if path.read_text(encoding="utf-8") == text:
             return
     except (FileNotFoundError, UnicodeDecodeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, text)
 
 
 def _exec_module(name: str, path: Path, module_name: str, interpret: bool | None):
@@ -179,7 +171,7 @@ def load_kernel(name: str, source: str, *, interpret: bool | None = None):
         if fn is not None:
             return fn
         path = folder / f"{name}_{digest[:24]}.py"
-        _write_atomic(path, source)
+        _write_if_changed(path, source)
         module = _exec_module(name, path, f"_fusegrad_kernel_{name}_{digest[:24]}", interpret)
         fn = getattr(module, name, None)
         if fn is None:
@@ -202,6 +194,6 @@ def dump_kernels(kernels: Iterable[Kernel], folder: str | os.PathLike) -> list[P
     paths = []
     for k in kernels:
         p = out / f"{k.name}.py"
-        _write_atomic(p, k.source)
+        _write_if_changed(p, k.source)
         paths.append(p)
     return paths
