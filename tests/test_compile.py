@@ -235,7 +235,7 @@ def test_check_mode_passes_and_catches_a_wrong_kernel(monkeypatch):
     bad = fg.compile(lambda a: (a.exp() * 2).sum(), check=True)
     with pytest.raises(CompareError, match="returned value 0") as err:
         bad(fg.randn(5))
-    assert "test_compile.py:" in str(err.value) and "kernel fused_" in str(err.value)
+    assert "test_compile.py:" in str(err.value) and "kernel aten_" in str(err.value)
 
 
 def test_gradients_flow_through_compiled_outputs():
@@ -337,8 +337,7 @@ def test_debug_levels_print(monkeypatch, capsys):
     fg.compile(lambda x: (x.exp() + 1).sum())(fg.randn(3))
     err = capsys.readouterr().err
     assert "compiled" in err and "compile phases" in err
-    assert "IR after dce" in err and "def run(args)" in err
-    assert "Triton kernel fused_" in err and "@triton.jit" in err
+    assert "IR after dce" in err and "def run(args)" in err and "torch.exp(" in err
 
 
 def test_compiling_keeps_state_dict_keys_and_values():

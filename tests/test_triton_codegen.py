@@ -11,7 +11,7 @@ import pytest
 import fusegrad as fg
 import fusegrad.nn as nn
 import fusegrad.nn.functional as F
-from fusegrad.compiler import schedule as S
+from fusegrad.compiler.backends import triton_layout as S
 from fusegrad.compiler.aot import aot_compile
 from fusegrad.compiler.codegen_triton import generate
 from fusegrad.runtime.kernels import load_kernel

@@ -102,7 +102,8 @@ def eager_bytes(graph) -> int:
 
 def static_figures(name, size):
     """Schedule the case (cpu backend, two calls) and build every kernel for sm_90."""
-    from fusegrad.compiler import schedule as S
+    from fusegrad.compiler import schedule
+    from fusegrad.compiler.backends import triton_layout as S
     from fusegrad.compiler.aot import aot_compile
     from fusegrad.compiler.codegen_triton import generate
 
@@ -124,7 +125,7 @@ def static_figures(name, size):
         except RuntimeError as e:
             row.update(aot_error=str(e)[:500])
         kernels.append(row)
-    st = S.stats(groups)
+    st = schedule.stats(groups)
     return {"n_kernels": st["n_kernels"], "bytes_moved": st["bytes_moved"], "flops": st["flops"],
             "eager_bytes": eager_bytes(graph), "kernels": kernels}
 

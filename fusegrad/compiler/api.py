@@ -192,8 +192,9 @@ class CompiledFunction:
             debug.log(f"compile phases: {times}")
         if level >= 4:
             debug.log(f"generated {backend} program:\n{program.source}")
-            for k in program.kernels:
-                debug.log(f"Triton kernel {k.name}:\n{k.source}")
+            if backend == "triton":
+                for k in program.kernels:
+                    debug.log(f"Triton kernel {k.name}:\n{k.source}")
         return _Entry(program, guard, sig)
 
     # -- check=True ------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import torch
 
 from fusegrad.compiler import codegen_index as ix
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.schedule import Group, Layout, next_pow2
+from fusegrad.compiler.backends.triton_layout import Layout, next_pow2
+from fusegrad.compiler.schedule import Group
 from fusegrad import primitives as P
 from fusegrad.primitives import Kind, result_dtype
 from fusegrad.runtime.kernels import Kernel

@@ -27,15 +27,11 @@ class Program:
 
             self._impl = CpuProgram(graph)
             self.source = self._impl.source
-            self._groups = None  # the fused schedule, computed when introspection asks
-            self._kernels = None
         elif backend == "triton":
             from fusegrad.compiler.backends.triton import TritonProgram
 
             self._impl = TritonProgram(graph)
             self.source = self._impl.source
-            self._groups = self._impl.groups
-            self._kernels = self._impl.kernels
         else:
             raise ValueError(f"fusegrad.compile: unknown backend {backend!r}")
         self.codegen_time = time.perf_counter() - t0
@@ -61,37 +57,22 @@ class Program:
 
     @property
     def groups(self):
-        """The fused schedule (``compiler.schedule.Group``s); the cpu backend reports the
-        same kernels the triton backend launches."""
-        if self._groups is None:
-            from fusegrad.compiler import schedule
-
-            self._groups = schedule.schedule(self.graph)
-        return self._groups
+        """What the backend runs, one ``compiler.schedule.Group`` each: the Triton kernels
+        it launches, or the ATen calls of the cpu program (with the equations each computes)."""
+        return self._impl.groups
 
     @property
     def kernels(self):
-        """The schedule's kernels as generated Triton (``.name``, ``.source``, ``.ops``):
-        the cpu backend runs the same schedule as ATen calls but reports, and can dump or
-        build ahead of time, the kernels the triton backend would launch."""
-        if self._kernels is None:
-            from fusegrad.compiler.codegen_triton import generate
-
-            self._kernels = [generate(g) for g in self.groups]
-        return self._kernels
+        """The backend's kernels (``.name``, ``.source``, ``.ops``): generated Triton
+        kernels on triton, the ATen call of each group on cpu."""
+        return self._impl.kernels
 
     def stats(self) -> dict:
-        from fusegrad.compiler import schedule
-
-        st = schedule.stats(self.groups)
-        return {
-            "n_kernels": st["n_kernels"],
-            "bytes_moved": st["bytes_moved"],
-            "flops": st["flops"],
-            "n_ops": len(self.graph.eqns),
-            "n_inputs": len(self.graph.inputs),
-            "n_outputs": len(self.graph.outputs),
-        }
+        """``n_kernels`` (groups), ``n_calls`` (launches or ATen calls per run, views and
+        copies included), ``n_copies``, ``bytes_moved`` and ``flops`` of what the backend
+        runs, plus the graph's size."""
+        return {**self._impl.stats(), "n_ops": len(self.graph.eqns),
+                "n_inputs": len(self.graph.inputs), "n_outputs": len(self.graph.outputs)}
 
     def dump(self, folder) -> list:
         """Write the IR, the backend code and each kernel's source into ``folder``."""

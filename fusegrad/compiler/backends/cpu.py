@@ -8,13 +8,18 @@ optimizer state) get fresh storage every call, since the caller may keep them.
 
 from __future__ import annotations
 
+import ast
+import linecache
 import math
+from dataclasses import dataclass
 
 import torch
 
 from fusegrad import primitives as P
 from fusegrad._util import dtypes
 from fusegrad.compiler.ir import Graph, Var
+from fusegrad.compiler.ir.cost import eqn_flops
+from fusegrad.compiler.schedule import Analysis, Group, group_io, io_bytes
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,
                                      Returned, SetGrad, SetState, WriteGradInPlace,
                                      WriteInPlace)
@@ -182,11 +187,13 @@ EPILOGUES = {
 
 
 def _fuse_calls(graph: Graph):
-    """Equations -> ATen calls, by the epilogue rules of each equation's primitive."""
+    """Equations -> ATen calls, by the epilogue rules of each equation's primitive.
+
+    Returns the calls in graph order and, for each, the graph equations it computes."""
     m = _Match(graph)
-    absorbed, out = set(), []
+    absorbed, out, covers = set(), [], {}
     for e in graph.eqns:
-        new = e
+        new, gone = e, ()
         for rule in EPILOGUES.get(e.prim, ()):
             hit = rule(m, e)
             if hit is not None:
@@ -194,19 +201,72 @@ def _fuse_calls(graph: Graph):
                 absorbed.update(gone)
                 break
         out.append(new)
-    return [e for e in out if e not in absorbed]
+        covers[new] = [*gone, e]
+    calls = [e for e in out if e not in absorbed]
+    return calls, {e: covers[e] for e in calls}
+
+
+@dataclass
+class CpuKernel:
+    """One call the cpu program makes for a group of equations: ``source`` is its ATen
+    line, ``ops`` the primitives it computes."""
+
+    name: str
+    ops: list
+    source: str
+    provenance: list
 
 
 class CpuProgram:
-    """A compiled graph for the cpu backend: ``run(flat_args)`` replays it."""
+    """A compiled graph for the cpu backend: ``run(flat_args)`` replays it.
+
+    Its groups are the ATen calls the epilogue rules chose, each with the equations it
+    computes; ``stats()`` counts what the generated program really does."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.source, self._env = _generate(graph)
-        code = compile(self.source, f"<fusegrad cpu program {id(self):x}>", "exec")
-        exec(code, self._env)
+        self.source, self._env, calls = _generate(graph)
+        filename = f"<fusegrad cpu program {id(self):x}>"
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True),
+                                     filename)  # tracebacks show the failing ATen line
+        exec(compile(self.source, filename, "exec"), self._env)
         self.run = self._env["run"]
-        self.n_calls = sum(1 for line in self.source.splitlines() if "torch." in line)
+        an = Analysis(graph)
+        self.groups, self.kernels = [], []
+        for i, (call, covered, line) in enumerate(calls):
+            loads, scalars, stores = group_io(an, covered)
+            name = f"aten_{call.prim.name}_{i}"
+            self.groups.append(Group(covered, None, list(loads), scalars, stores,
+                                     io_bytes(an, covered), sum(map(eqn_flops, covered)),
+                                     name=name, index=i))
+            self.kernels.append(CpuKernel(name, [e.prim.name for e in covered], line,
+                                          self.groups[-1].provenance))
+        self.counts = count_calls(self.source)
+
+    def stats(self) -> dict:
+        return {"n_kernels": len(self.groups), **self.counts,
+                "bytes_moved": sum(g.bytes_moved for g in self.groups),
+                "flops": sum(g.flops for g in self.groups)}
+
+
+_NOT_CALLS = {"device", "Size", "dtype"}
+
+
+def count_calls(source: str) -> dict:
+    """``n_calls``: the ATen calls (torch functions and tensor methods) a generated program
+    makes per run; ``n_copies``: those of them that copy (``copy_``, ``clone``)."""
+    calls = copies = 0
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        root = node.func
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name) and root.id == "math" or node.func.attr in _NOT_CALLS:
+            continue
+        calls += 1
+        copies += node.func.attr in ("copy_", "clone")
+    return {"n_calls": calls, "n_copies": copies}
 
 
 def _fmt_num(x):
@@ -256,7 +316,8 @@ def _generate(graph: Graph):
         else:
             raise TypeError(f"unknown source {s}")
 
-    eqns = _fuse_calls(graph)
+    eqns, covers = _fuse_calls(graph)
+    calls = []  # (call, equations it computes, its line) of each group
     # --- liveness and aliasing: a view shares its root's storage
     root = {v: v for v in graph.inputs}
     last_use = {}
@@ -358,6 +419,7 @@ def _generate(graph: Graph):
                 else None
             lines.append(_InPlace(n, storage[n], call, inplace, ops) if inplace
                          else f"{n} = {call}")
+            calls.append((e, covers[e], f"{n} = {call}"))
         for key, dest in free_at.pop(i, ()):
             if release.get(dest) == i and dest.startswith("b"):
                 pool.setdefault(key, []).append(dest)
@@ -398,7 +460,7 @@ def _generate(graph: Graph):
     lines.append(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
     lines = _batch_inplace(lines)
     src = "def run(args):\n" + "\n".join("    " + ln for ln in lines) + "\n"
-    return src, env
+    return src, env, calls
 
 
 # --------------------------------------------------------------------------- multi-tensor

@@ -34,6 +34,8 @@ import math
 import torch
 
 from fusegrad.compiler import schedule as S
+from fusegrad.compiler.backends import triton_layout
+from fusegrad.compiler.backends.cpu import count_calls
 from fusegrad.compiler.codegen_triton import generate
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,
@@ -61,7 +63,7 @@ class TritonProgram:
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.groups = S.schedule(graph)
+        self.groups = triton_layout.schedule(graph)
         self.kernels = [generate(g) for g in self.groups]
         mode = _mode(graph)
         launcher = _Launcher(graph, self.groups, self.kernels, mode)
@@ -72,6 +74,12 @@ class TritonProgram:
         # CPU tensors without the interpreter: the kernels exist and can be read, dumped and
         # AOT-compiled; they cannot run
         self.run = self._env["run"] if mode is not None else _cannot_run
+
+    def stats(self) -> dict:
+        """One launch per kernel; copies are the host-side ``copy_``/``clone`` calls."""
+        st = S.stats(self.groups)
+        copies = count_calls(self.source)["n_copies"]
+        return {**st, "n_calls": len(self.launches) + copies, "n_copies": copies}
 
 
 def _mode(graph) -> str | None:
