@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import ast
 import linecache
-import math
 from dataclasses import dataclass
 
 import torch
 
 from fusegrad import primitives as P
 from fusegrad._util import dtypes
+from fusegrad.compiler.backends.io_plan import (ProgramText, fmt_num, read_source, return_line,
+                                              write_sink)
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.cost import eqn_flops
 from fusegrad.compiler.schedule import Analysis, Group, group_io, io_bytes
-from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,
-                                     Returned, SetGrad, SetState, WriteGradInPlace,
-                                     WriteInPlace)
+from fusegrad.compiler.ir.io import Captured, WriteInPlace
 from fusegrad.primitives import Kind
-from fusegrad.tensor import Tensor
 
 class AtenCall:
     """A fused ATen call standing for several equations of the graph: the cpu backend's
@@ -269,52 +267,27 @@ def count_calls(source: str) -> dict:
     return {"n_calls": calls, "n_copies": copies}
 
 
-def _fmt_num(x):
-    if isinstance(x, bool):
-        return repr(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return f"float({str(x)!r})"
-    return repr(x)
-
-
 def _generate(graph: Graph):
-    env = {"torch": torch, "_T": Tensor._make, "math": math}
-    consts = {}
-
-    def const(obj, prefix):
-        key = id(obj)
-        if key not in consts:
-            consts[key] = f"{prefix}{len(consts)}"
-            env[consts[key]] = obj
-        return consts[key]
-
+    text = ProgramText()
+    env, lines = text.env, text.lines
     names = {}
     weak = set()
 
     def name(x):
         if isinstance(x, Var):
             return names[x]
-        return _fmt_num(x)
+        return fmt_num(x)
 
-    lines = []
     # --- inputs
     for v, s in zip(graph.inputs, graph.sources):
+        expr, constant = read_source(text, s)
+        if constant:
+            names[v] = expr
+            continue
         n = names[v] = f"v{v.id}"
-        if isinstance(s, Arg):
-            lines.append(f"{n} = args[{s.index}]._data")
-        elif isinstance(s, Captured):
-            lines.append(f"{n} = {const(s.tensor, 'c')}._data")
-        elif isinstance(s, GradOf):
-            lines.append(f"{n} = {const(s.tensor, 'c')}._grad._data")
-        elif isinstance(s, Const):
-            names[v] = const(s.data, "k")
-        elif isinstance(s, Random):
-            lines.append(f"{n} = {const(s.make, 'r')}()")
-        elif isinstance(s, Number):
-            lines.append(f"{n} = {const(s.container, 'h')}[{s.key!r}]")
+        lines.append(f"{n} = {expr}")
+        if v.weak:
             weak.add(v)
-        else:
-            raise TypeError(f"unknown source {s}")
 
     eqns, covers = _fuse_calls(graph)
     calls = []  # (call, equations it computes, its line) of each group
@@ -431,36 +404,18 @@ def _generate(graph: Graph):
         if o is None:
             val = "None"
         elif not isinstance(o, Var):
-            val = f"_T(torch.tensor({_fmt_num(o)}))"
+            val = f"torch.tensor({fmt_num(o)})"
         else:
             r = root[o]
-            v = names[o]
+            val = names[o]
             if r in given or r in graph.inputs and not isinstance(s, WriteInPlace):
-                v = f"{v}.clone()"
+                val = f"{val}.clone()"
             given.add(r)
-            val = v
-        if isinstance(s, Returned):
-            results.append(f"_T({val})" if val != "None" else "None")
-        elif isinstance(s, WriteInPlace):
-            c = const(s.tensor, "c")
-            if buf_of.get(o) != names.get(_input_of(graph, s.tensor)):
-                lines.append(f"{c}._data.copy_({val})")
-            lines.append(f"{c}._vc[0] += 1")
-        elif isinstance(s, WriteGradInPlace):
-            c = const(s.tensor, "c")
-            lines.append(f"{c}._grad._data.copy_({val})")
-            lines.append(f"{c}._grad._vc[0] += 1")
-        elif isinstance(s, SetGrad):
-            c = const(s.tensor, "c")
-            lines.append(f"{c}._grad = " + ("None" if val == "None" else f"_T({val})"))
-        elif isinstance(s, SetState):
-            st = const(s.owner, "o")
-            pk = const(s.param, "c")
-            lines.append(f"{st}.state[{pk}][{s.key!r}] = _T({val})")
-    lines.append(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
-    lines = _batch_inplace(lines)
-    src = "def run(args):\n" + "\n".join("    " + ln for ln in lines) + "\n"
-    return src, env, calls
+        written = isinstance(s, WriteInPlace) and \
+            buf_of.get(o) == names.get(_input_of(graph, s.tensor))
+        write_sink(text, s, val, written, results)
+    lines.append(return_line(results))
+    return text.source(_batch_inplace(lines)), env, calls
 
 
 # --------------------------------------------------------------------------- multi-tensor

@@ -29,20 +29,19 @@ interpreter, which needs ``TRITON_INTERPRET=1`` set before triton is imported.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.backends import triton_layout
 from fusegrad.compiler.backends.cpu import count_calls
+from fusegrad.compiler.backends.io_plan import (ProgramText, fmt_num, read_source, return_line,
+                                              write_sink)
 from fusegrad.compiler.codegen_triton import generate
 from fusegrad.compiler.ir import Graph, Var
-from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,
-                                     Returned, SetGrad, SetState, WriteGradInPlace,
+from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, WriteGradInPlace,
                                      WriteInPlace)
 from fusegrad.runtime import launch as L
-from fusegrad.tensor import Tensor
 
 
 def _interpreting() -> bool:
@@ -100,12 +99,6 @@ def _cannot_run(args):
 
 
 
-def _fmt_num(x) -> str:
-    if isinstance(x, float) and not math.isfinite(x):
-        return f"float({str(x)!r})"
-    return repr(x)
-
-
 class _Launcher:
     """Writes ``run(args)``: inputs, host numbers, buffers, launches, write-backs."""
 
@@ -114,24 +107,14 @@ class _Launcher:
         self.groups = groups
         self.kernels = kernels
         self.mode = mode
-        self.env = {"torch": torch, "_T": Tensor._make, "math": math, "_own": _own_copy}
-        self.lines: list[str] = []
-        self.consts: dict[int, str] = {}
+        self.text = ProgramText(_own=_own_copy)
+        self.env, self.lines = self.text.env, self.text.lines
+        self.const, self.emit = self.text.const, self.text.emit
         self.names: dict[Var, str] = {}
         self.n_bufs = 0
         self.pool: dict[tuple, list[str]] = {}
         self.strided_back: list[tuple] = []
         self.read_as: dict[int, str] = {}  # id(captured tensor) -> its storage's name in run
-
-    def const(self, obj, prefix) -> str:
-        key = id(obj)
-        if key not in self.consts:
-            self.consts[key] = f"{prefix}{len(self.consts)}"
-            self.env[self.consts[key]] = obj
-        return self.consts[key]
-
-    def emit(self, line):
-        self.lines.append(line)
 
     # -- layouts ------------------------------------------------------------------------------
 
@@ -155,29 +138,20 @@ class _Launcher:
     def inputs(self):
         for v, s in zip(self.graph.inputs, self.graph.sources):
             n = self.names[v] = f"v{v.id}"
-            if isinstance(s, Arg):  # a call may pass any strides: copy only one that needs it
-                self.emit(f"{n} = args[{s.index}]._data")
-                self.emit(f"if {self.unusable(n)}: {n} = _own({n})")
-            elif isinstance(s, Captured):
-                c = self.const(s.tensor, "c")
-                if self.usable(s.tensor._data):
-                    self.emit(f"{n} = {c}._data  # {s}")
-                    self.emit(f"if {self.replaced(n, s.tensor._data)}: {n} = _own({n})")
-                    self.read_as[id(s.tensor)] = n
-                else:  # strided storage: copied on every call
-                    self.emit(f"{n} = _own({c}._data)  # {s}, not contiguous")
-            elif isinstance(s, GradOf):  # eager code may have stored any .grad since
-                self.emit(f"{n} = {self.const(s.tensor, 'c')}._grad._data  # {s}")
-                self.emit(f"if {self.unusable(n)}: {n} = _own({n})")
-            elif isinstance(s, Const):
+            if isinstance(s, Const):
                 data = s.data if self.usable(s.data) else _own_copy(s.data)
                 self.names[v] = self.const(data, "k")
-            elif isinstance(s, Random):  # a fresh factory tensor: contiguous
-                self.emit(f"{n} = {self.const(s.make, 'r')}()  # {s}")
-            elif isinstance(s, Number):
-                self.emit(f"{n} = {self.const(s.container, 'h')}[{s.key!r}]  # {s}")
-            else:
-                raise TypeError(f"fusegrad triton backend: unknown source {s}")
+                continue
+            expr, _ = read_source(self.text, s)
+            if isinstance(s, Captured) and not self.usable(s.tensor._data):
+                self.emit(f"{n} = _own({expr})  # {s}, not contiguous: copied every call")
+                continue
+            self.emit(f"{n} = {expr}  # {s}")
+            if isinstance(s, Captured):  # checked once at build time; rebinding re-checks
+                self.emit(f"if {self.replaced(n, s.tensor._data)}: {n} = _own({n})")
+                self.read_as[id(s.tensor)] = n
+            elif isinstance(s, (Arg, GradOf)):  # any strides may arrive: copy only if needed
+                self.emit(f"if {self.unusable(n)}: {n} = _own({n})")
 
     def host_numbers(self):
         for e in self.graph.eqns:
@@ -186,7 +160,7 @@ class _Launcher:
             form = e.prim.host
             if form is None:
                 raise NotImplementedError(f"fusegrad triton backend: no host form for {e!r}")
-            ins = [self.names[x] if isinstance(x, Var) else _fmt_num(x) for x in e.inputs]
+            ins = [self.names[x] if isinstance(x, Var) else fmt_num(x) for x in e.inputs]
             n = self.names[e.out] = f"v{e.out.id}"
             self.emit(f"{n} = {form.format(*ins)}  # {e.src}")
 
@@ -276,8 +250,7 @@ class _Launcher:
             for key, buf in release.pop(g.index, ()):
                 self.pool.setdefault(key, []).append(buf)
         self.outputs(copy_back)
-        src = "def run(args):\n" + "\n".join("    " + ln for ln in self.lines) + "\n"
-        return src, self.env
+        return self.text.source(), self.env
 
     def destination(self, g, v, d, release, copy_back) -> str:
         how, s = self.dest[(v, d)]
@@ -325,7 +298,7 @@ class _Launcher:
             if o is None:
                 val = "None"
             elif not isinstance(o, Var):
-                val = f"torch.tensor({_fmt_num(o)})"
+                val = f"torch.tensor({fmt_num(o)})"
             elif o in produced:
                 d = used.get(o, 0)
                 used[o] = d + 1
@@ -337,30 +310,9 @@ class _Launcher:
             else:  # a graph input handed back: storage of its own, as backends/cpu does
                 val = self.names[o] if isinstance(s, WriteInPlace) else \
                     f"{self.names[o]}.clone()"
-            if isinstance(s, Returned):
-                results.append("None" if val == "None" else f"_T({val})")
-            elif isinstance(s, WriteInPlace):
-                c = self.const(s.tensor, "c")
-                if how not in ("inplace", "temp"):
-                    self.emit(f"if {c}._data.data_ptr() != {val}.data_ptr(): "
-                              f"{c}._data.copy_({val})")
-                self.emit(f"{c}._vc[0] += 1")
-            elif isinstance(s, WriteGradInPlace):
-                c = self.const(s.tensor, "c")
-                if how not in ("inplace", "temp"):
-                    self.emit(f"if {c}._grad._data.data_ptr() != {val}.data_ptr(): "
-                              f"{c}._grad._data.copy_({val})")
-                self.emit(f"{c}._grad._vc[0] += 1")
-            elif isinstance(s, SetGrad):
-                c = self.const(s.tensor, "c")
-                self.emit(f"{c}._grad = " + ("None" if val == "None" else f"_T({val})"))
-            elif isinstance(s, SetState):
-                st = self.const(s.owner, "o")
-                pk = self.const(s.param, "c")
-                self.emit(f"{st}.state[{pk}][{s.key!r}] = _T({val})")
-            else:
-                raise TypeError(f"fusegrad triton backend: unknown sink {s}")
-        self.emit(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
+            write_sink(self.text, s, val, True if how in ("inplace", "temp") else None,
+                       results)
+        self.emit(return_line(results))
 
 
 def _target(c: str, sink) -> str:

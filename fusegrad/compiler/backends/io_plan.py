@@ -1,0 +1,93 @@
+"""What both backends' generated ``run(args)`` share: reading each graph input from its
+source, and handing each output to its sink (returned, written in place into a parameter
+or a ``.grad``, stored as ``.grad`` or as optimizer state), with the version counters
+eager would bump. A backend adds only its launches and its own storage decisions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random, Returned,
+                                     SetGrad, SetState, WriteGradInPlace, WriteInPlace)
+from fusegrad.tensor import Tensor
+
+
+def fmt_num(x) -> str:
+    """A Python number as source text (non-finite floats too)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return f"float({str(x)!r})"
+    return repr(x)
+
+
+class ProgramText:
+    """The lines of a generated ``run(args)`` and the objects it refers to by name."""
+
+    def __init__(self, **env):
+        self.env = {"torch": torch, "_T": Tensor._make, "math": math, **env}
+        self._consts: dict[int, str] = {}
+        self.lines: list = []
+
+    def const(self, obj, prefix) -> str:
+        """The name ``run`` uses for ``obj`` (one name per object)."""
+        name = self._consts.get(id(obj))
+        if name is None:
+            name = self._consts[id(obj)] = f"{prefix}{len(self._consts)}"
+            self.env[name] = obj
+        return name
+
+    def emit(self, line):
+        self.lines.append(line)
+
+    def source(self, lines=None) -> str:
+        body = self.lines if lines is None else lines
+        return "def run(args):\n" + "\n".join("    " + str(ln) for ln in body) + "\n"
+
+
+def read_source(text: ProgramText, s) -> tuple[str, bool]:
+    """(expression for the value of source ``s``, whether it is a compile-time constant)."""
+    if isinstance(s, Arg):
+        return f"args[{s.index}]._data", False
+    if isinstance(s, Captured):
+        return f"{text.const(s.tensor, 'c')}._data", False
+    if isinstance(s, GradOf):
+        return f"{text.const(s.tensor, 'c')}._grad._data", False
+    if isinstance(s, Const):
+        return text.const(s.data, "k"), True
+    if isinstance(s, Random):
+        return f"{text.const(s.make, 'r')}()", False
+    if isinstance(s, Number):
+        return f"{text.const(s.container, 'h')}[{s.key!r}]", False
+    raise TypeError(f"fusegrad: unknown graph source {s}")
+
+
+def write_sink(text: ProgramText, s, val: str, written, results: list):
+    """Hand ``val`` (a torch tensor expression, or ``"None"``) to sink ``s``.
+
+    ``written``: True when the value is already in the target's storage (computed in
+    place), so an in-place sink only bumps the version; None when only the call can tell
+    (the copy is skipped when both share storage). Returned values go to ``results``."""
+    if isinstance(s, Returned):
+        results.append("None" if val == "None" else f"_T({val})")
+    elif isinstance(s, (WriteInPlace, WriteGradInPlace)):
+        c = text.const(s.tensor, "c")
+        target = f"{c}._data" if isinstance(s, WriteInPlace) else f"{c}._grad._data"
+        if written is None:
+            text.emit(f"if {target}.data_ptr() != {val}.data_ptr(): {target}.copy_({val})")
+        elif not written:
+            text.emit(f"{target}.copy_({val})")
+        text.emit(f"{target.removesuffix('._data')}._vc[0] += 1")
+    elif isinstance(s, SetGrad):
+        c = text.const(s.tensor, "c")
+        text.emit(f"{c}._grad = " + ("None" if val == "None" else f"_T({val})"))
+    elif isinstance(s, SetState):
+        owner, param = text.const(s.owner, "o"), text.const(s.param, "c")
+        text.emit(f"{owner}.state[{param}][{s.key!r}] = _T({val})")
+    else:
+        raise TypeError(f"fusegrad: unknown graph sink {s}")
+
+
+def return_line(results) -> str:
+    return f"return ({', '.join(results)}{',' if len(results) == 1 else ''})"
