@@ -178,6 +178,10 @@ class CompiledFunction:
                           name=self.fn.__qualname__)
         program.consumed = consumed
         program.backward = plan
+        if plan is not None:  # outs end with the residuals the backward node keeps
+            program.attach = functools.partial(AD.attach, plan)
+        elif consumed:
+            program.attach = lambda leaves, outs: AD.attach_consumed(outs, consumed)
         program.compile_times = {"trace": t_trace, "passes": t_passes,
                                  "codegen": program.codegen_time,
                                  "total": time.perf_counter() - t0}

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
 import time
 
 from fusegrad._util import pytree
-from fusegrad.autograd import grad_mode
+from fusegrad.autograd.grad_mode import _mode
 from fusegrad.compiler.ir import Graph, Var
 
 
+# backend name -> (module, class): imported on first use, so that ``import fusegrad``
+# never loads Triton
+BACKENDS = {
+    "cpu": ("fusegrad.compiler.backends.cpu", "CpuProgram"),
+    "triton": ("fusegrad.compiler.backends.triton", "TritonProgram"),
+}
+
+
 class Program:
+    """One traced signature, compiled: ``program(leaves, structure)`` replays it."""
+
     def __init__(self, raw: Graph, graph: Graph, backend: str, res_structure, res_leaves,
                  name="fn"):
         self.raw_graph = raw
@@ -21,37 +32,26 @@ class Program:
         self.name = name
         self._res_structure = res_structure
         self._res_leaves = res_leaves
-        t0 = time.perf_counter()
-        if backend == "cpu":
-            from fusegrad.compiler.backends.cpu import CpuProgram
-
-            self._impl = CpuProgram(graph)
-            self.source = self._impl.source
-        elif backend == "triton":
-            from fusegrad.compiler.backends.triton import TritonProgram
-
-            self._impl = TritonProgram(graph)
-            self.source = self._impl.source
-        else:
+        self._rebuild = pytree.unflattener(res_structure)
+        if backend not in BACKENDS:
             raise ValueError(f"fusegrad.compile: unknown backend {backend!r}")
+        t0 = time.perf_counter()
+        module, cls = BACKENDS[backend]
+        self._impl = getattr(importlib.import_module(module), cls)(graph)
+        self.source = self._impl.source
         self.codegen_time = time.perf_counter() - t0
         self.compile_times = {}
         self.run = self._impl.run
 
     backward = None  # autodiff.Plan when the outputs require grad
     consumed = None  # [(position, grad_fn name)] of outputs whose graph a traced backward used
+    attach = None  # (leaves, outs) -> None: hangs the outputs on their autograd node
 
     def __call__(self, leaves, structure):
         outs = self.run(leaves)
-        if self.backward is not None and grad_mode.is_grad_enabled():
-            from fusegrad.compiler.autodiff import attach
-
-            attach(self.backward, leaves, outs)  # outs ends with the residuals it keeps
-        elif self.consumed and grad_mode.is_grad_enabled():
-            from fusegrad.compiler.autodiff import attach_consumed
-
-            attach_consumed(outs, self.consumed)
-        return pytree.unflatten(self._res_structure, iter(outs))
+        if self.attach is not None and _mode.enabled:
+            self.attach(leaves, outs)
+        return self._rebuild(outs)
 
     # -- introspection ---------------------------------------------------------------------
 
