@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import linecache
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -422,9 +423,16 @@ def _generate(graph: Graph):
 # Runs of in-place elementwise updates (an optimizer step over every parameter) become
 # one torch._foreach_* call per operation instead of one call per parameter.
 
+class _Other(NamedTuple):
+    """The second operand of a foreach step: a tensor's name or a number's expression."""
+
+    text: str
+    tensor: bool
+
+
 class _InPlace:
     """One in-place elementwise line: ``step`` is [(op, dest, other, alpha)] in
-    foreach terms (``other`` a buffer name, a number expression, or None)."""
+    foreach terms (``other`` an :class:`_Other`, or None for a unary op)."""
 
     def __init__(self, name, dest, line, steps, reads):
         self.name, self.dest, self.line, self.steps = name, dest, line, steps
@@ -443,21 +451,22 @@ def _inplace_form(prim, names, bufs, dest, numel):
     if prim.kind is Kind.UNARY and prim.foreach and bufs[0] == dest:
         return [(prim.name, dest, None, None)]
     if prim.kind is Kind.BINARY and prim.foreach:
-        a, b = names
+        a, b = (_Other(n, buf is not None) for n, buf in zip(names, bufs))
         if bufs[0] == dest:
             return [(prim.name, dest, b, None)]
         if bufs[1] == dest and prim.commutative:
             return [(prim.name, dest, a, None)]
         return None
     op = getattr(prim, "foreach_op", None)
-    if op is not None:
+    if op is not None:  # x +/- sc * y: x and y tensors, sc a number
         x, y, sc = names
         if bufs[0] == dest:
-            return [(op, dest, y, sc)]
+            return [(op, dest, _Other(y, True), sc)]
         if bufs[1] == dest and numel <= FOREACH_SPLIT_LIMIT:
             # y <- x +/- s*y: scale y in place, then add x (two batched passes)
-            return [("mul", dest, sc if op == "add" else f"(-{sc})", None),
-                    ("add", dest, x, None)]
+            scale = sc if op == "add" else f"(-{sc})"
+            return [("mul", dest, _Other(scale, False), None),
+                    ("add", dest, _Other(x, True), None)]
     return None
 
 
@@ -508,11 +517,10 @@ def _key(ln):
 
 
 def _other_kind(other):
+    """Steps batch together when their operands are all tensors, or the same number."""
     if other is None:
         return None
-    if other.startswith("v") or other.startswith("b") or other.startswith("k"):
-        return "tensor"
-    return ("number", other)
+    return "tensor" if other.tensor else ("number", other.text)
 
 
 def _foreach_lines(group):
@@ -524,11 +532,11 @@ def _foreach_lines(group):
         if kind is None:
             call = f"torch._foreach_{op}_({dests})"
         elif kind == "tensor":
-            others = "[" + ", ".join(ln.steps[k][2] for ln in group) + "]"
+            others = "[" + ", ".join(ln.steps[k][2].text for ln in group) + "]"
             call = f"torch._foreach_{op}_({dests}, {others}" + (
                 f", alpha={alpha})" if alpha is not None else ")")
         else:
-            call = f"torch._foreach_{op}_({dests}, {other})"
+            call = f"torch._foreach_{op}_({dests}, {other.text})"
         lines.append(call)
     lines.append(", ".join(ln.name for ln in group) + " = " + ", ".join(ln.dest for ln in group))
     return lines
