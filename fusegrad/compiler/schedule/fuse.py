@@ -45,9 +45,9 @@ class _Scheduler:
 
     # -- the group graph -----------------------------------------------------------------
 
-    def build_edges(self, groups):
-        """Data edges plus write-after-read edges: an in-place update of a captured tensor
-        runs after every kernel that reads its old value."""
+    def build_edges(self, groups, order_inplace=True):
+        """Data edges plus (with ``order_inplace``) write-after-read edges: an in-place
+        update of a captured tensor runs after every kernel that reads its old value."""
         an = self.an
         owner = {}
         for gi, g in groups.items():
@@ -61,7 +61,7 @@ class _Scheduler:
                     src = owner.get(root)
                     if src is not None and src != gi:
                         succ[src].add(gi)
-        for old, new in self.inplace_pairs():
+        for old, new in self.inplace_pairs() if order_inplace else ():
             w = owner.get(new)
             if w is None:
                 continue
@@ -261,8 +261,7 @@ def schedule(graph: Graph, rules, log=None) -> list[Group]:
     order = s.toposort(groups, succ, first=first.get)
     if order is None:  # in-place ordering is impossible: data edges only
         log("in-place updates cannot all run after their readers; results are copied back")
-        s.inplace_pairs = lambda: []
-        _, succ = s.build_edges(groups)
+        _, succ = s.build_edges(groups, order_inplace=False)
         order = s.toposort(groups, succ, first=first.get)
     result = []
     for gi in order:
