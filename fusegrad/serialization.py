@@ -23,6 +23,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from fusegrad._util import dtypes
 from fusegrad._util.fileio import atomic_open
 from fusegrad.tensor import Tensor
 
@@ -33,9 +34,7 @@ VERSION = 1
 _HEADER = struct.Struct("<8sIQQ32s")  # magic, version, meta length, blob length, sha256
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save files are zip archives
 
-_DTYPES = {str(d).removeprefix("torch."): d for d in (
-    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
-    torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128)}
+_DTYPES = dtypes.BY_NAME
 
 
 # --------------------------------------------------------------------------- encoding
@@ -63,7 +62,7 @@ class _Encoder:
         if isinstance(obj, (Tensor, torch.Tensor)):
             return self.tensor(obj, where)
         if isinstance(obj, torch.dtype):
-            return {"dtype": str(obj).removeprefix("torch.")}
+            return {"dtype": dtypes.name(obj)}
         if isinstance(obj, torch.device):
             return {"device": str(obj)}
         if isinstance(obj, torch.Size):
@@ -97,7 +96,7 @@ class _Encoder:
                                 "compiled function); save outside the compiled step")
         else:
             kind, data, requires_grad = "torch", t.detach(), t.requires_grad
-        dtype = str(data.dtype).removeprefix("torch.")
+        dtype = dtypes.name(data.dtype)
         if dtype not in _DTYPES:
             raise TypeError(f"fusegrad.save: {where} has unsupported dtype {data.dtype}")
         raw = _tensor_bytes(data)

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 from fusegrad._util import pytree
+from fusegrad._util.fileio import atomic_write
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.compiler.ir import Graph, Var
 
@@ -77,18 +78,13 @@ class Program:
     def dump(self, folder) -> list:
         """Write the IR, the backend code and each kernel's source into ``folder``."""
         os.makedirs(folder, exist_ok=True)
+        files = [("graph.py", self.graph.python()), ("raw_graph.py", self.raw_graph.python()),
+                 (f"{self.backend}_program.py", self.source)]
+        files += [(f"{k.name}.py", k.source) for k in self.kernels]
         paths = []
-        for fname, text in [("graph.py", self.graph.python()), ("raw_graph.py",
-                            self.raw_graph.python()), (f"{self.backend}_program.py", self.source)]:
-            path = os.path.join(folder, fname)
-            with open(path, "w") as f:
-                f.write(text)
-            paths.append(path)
-        for k in self.kernels:
-            path = os.path.join(folder, f"{k.name}.py")
-            with open(path, "w") as f:
-                f.write(k.source)
-            paths.append(path)
+        for fname, text in files:
+            paths.append(os.path.join(folder, fname))
+            atomic_write(paths[-1], text)
         return paths
 
     def to_dot(self) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from fusegrad._util import dtypes
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.backends import triton_layout
 from fusegrad.compiler.backends.cpu import count_calls
@@ -272,7 +273,7 @@ class _Launcher:
         if how == "fresh":
             n = f"v{v.id}_{d}"
             self.emit(f"{n} = torch.empty({list(v.shape)!r}, dtype=torch."
-                      f"{str(v.dtype).split('.')[-1]}, device={str(v.device)!r})")
+                      f"{dtypes.name(v.dtype)}, device={str(v.device)!r})")
             return n
         buf = self.buffer(v)
         if how == "temp":  # copied back after the last kernel: never reused
