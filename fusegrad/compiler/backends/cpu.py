@@ -17,8 +17,8 @@ import torch
 
 from fusegrad import primitives as P
 from fusegrad._util import dtypes
-from fusegrad.compiler.backends.io_plan import (ProgramText, fmt_num, read_source, return_line,
-                                              write_sink)
+from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, read_source,
+                                              return_line, write_sink)
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.cost import eqn_flops
 from fusegrad.compiler.schedule import Analysis, Group, group_io, io_bytes
@@ -317,12 +317,9 @@ def _generate(graph: Graph):
                 if isinstance(s, Captured) and s.tensor is k.tensor:
                     target_of[o] = v
 
-    pool: dict[tuple, list[str]] = {}
-    free_at: dict[int, list] = {}
+    pool = BufferPool(text)
     buf_of = {}  # root var -> buffer name (preallocated or reused operand storage)
-    release = {}  # buffer name -> index of the last use of the value it holds
     storage = {}  # value name -> name of the buffer that holds it (for reordering)
-    n_bufs = 0
 
     for i, e in enumerate(eqns):
         name_in = [name(x) for x in e.inputs]
@@ -355,22 +352,14 @@ def _generate(graph: Graph):
                             and (r not in graph.inputs or r in owned_inputs) \
                             and r not in escaping and tuple(x.shape) == tuple(out.shape) \
                             and x.dtype == out.dtype:
-                        dest = buf_of.get(r, names[r])
-                        release[dest] = last_use.get(out, i)  # the buffer changes hands
-                        free_at.setdefault(release[dest], []).append(
-                            ((tuple(out.shape), out.dtype), dest))
+                        dest = buf_of.get(r, names[r])  # the buffer changes hands
+                        pool.hold(dest, (tuple(out.shape), out.dtype), last_use.get(out, i))
                         break
                 if dest is None:
                     key = (tuple(out.shape), out.dtype)
-                    free = pool.get(key)
-                    if free:
-                        dest = free.pop()
-                    else:
-                        dest = f"b{n_bufs}"
-                        n_bufs += 1
-                        env[dest] = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-                    release[dest] = last_use.get(out, i)
-                    free_at.setdefault(release[dest], []).append((key, dest))
+                    dest = pool.take(key, lambda: torch.empty(out.shape, dtype=out.dtype,
+                                                              device=out.device))
+                    pool.hold(dest, key, last_use.get(out, i))
                 buf_of[out] = dest
             elif supports_out and elementwise and out in target_of:
                 tgt = target_of[out]
@@ -394,9 +383,7 @@ def _generate(graph: Graph):
             lines.append(_InPlace(n, storage[n], call, inplace, ops) if inplace
                          else f"{n} = {call}")
             calls.append((e, covers[e], f"{n} = {call}"))
-        for key, dest in free_at.pop(i, ()):
-            if release.get(dest) == i and dest.startswith("b"):
-                pool.setdefault(key, []).append(dest)
+        pool.step_done(i)
 
     # --- outputs: escaping values need storage of their own
     results = []

@@ -46,6 +46,39 @@ class ProgramText:
         return "def run(args):\n" + "\n".join("    " + str(ln) for ln in body) + "\n"
 
 
+class BufferPool:
+    """Intermediate buffers allocated once per program and reused by liveness: a buffer
+    whose value is dead after step ``i`` serves a later value of the same ``key``."""
+
+    def __init__(self, text: ProgramText):
+        self.text = text
+        self.free: dict[tuple, list[str]] = {}
+        self.free_at: dict[int, list] = {}
+        self.holder_until: dict[str, int] = {}  # buffer -> the step its value dies at
+        self.made: set[str] = set()
+
+    def take(self, key, make) -> str:
+        """A free buffer of ``key``, or a new one ``make()`` allocates."""
+        free = self.free.get(key)
+        if free:
+            return free.pop()
+        name = f"b{len(self.made)}"
+        self.made.add(name)
+        self.text.env[name] = make()
+        return name
+
+    def hold(self, name, key, until: int):
+        """``name`` holds a value until step ``until`` (a later holder replaces it)."""
+        self.holder_until[name] = until
+        self.free_at.setdefault(until, []).append((key, name))
+
+    def step_done(self, i: int):
+        """Buffers whose value died at step ``i`` become free (if no one took them over)."""
+        for key, name in self.free_at.pop(i, ()):
+            if self.holder_until.get(name) == i and name in self.made:
+                self.free.setdefault(key, []).append(name)
+
+
 def read_source(text: ProgramText, s) -> tuple[str, bool]:
     """(expression for the value of source ``s``, whether it is a compile-time constant)."""
     if isinstance(s, Arg):

@@ -36,8 +36,8 @@ from fusegrad._util import dtypes
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.backends import triton_layout
 from fusegrad.compiler.backends.cpu import count_calls
-from fusegrad.compiler.backends.io_plan import (ProgramText, fmt_num, read_source, return_line,
-                                              write_sink)
+from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, read_source,
+                                              return_line, write_sink)
 from fusegrad.compiler.codegen_triton import generate
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, WriteGradInPlace,
@@ -112,8 +112,7 @@ class _Launcher:
         self.env, self.lines = self.text.env, self.text.lines
         self.const, self.emit = self.text.const, self.text.emit
         self.names: dict[Var, str] = {}
-        self.n_bufs = 0
-        self.pool: dict[tuple, list[str]] = {}
+        self.pool = BufferPool(self.text)
         self.strided_back: list[tuple] = []
         self.read_as: dict[int, str] = {}  # id(captured tensor) -> its storage's name in run
 
@@ -202,14 +201,8 @@ class _Launcher:
         self.last_use = last_use
 
     def buffer(self, v) -> str:
-        key = (v.numel(), v.dtype, str(v.device))
-        free = self.pool.get(key)
-        if free:
-            return free.pop()
-        name = f"b{self.n_bufs}"
-        self.n_bufs += 1
-        self.env[name] = torch.empty(max(1, v.numel()), dtype=v.dtype, device=v.device)
-        return name
+        return self.pool.take(_buffer_key(v), lambda: torch.empty(
+            max(1, v.numel()), dtype=v.dtype, device=v.device))
 
     # -- launches -----------------------------------------------------------------------------
 
@@ -232,14 +225,13 @@ class _Launcher:
         self.host_numbers()
         self.plan_storage()
         copy_back = []
-        release: dict[int, list] = {}
         self.dest_name: dict[tuple, str] = {}
         for g, k, launch in zip(self.groups, self.kernels, self.launches):
             kname = self.const(launch, "K")
             self.emit(f"# {k.name}: {', '.join(g.ops)}  (~{g.bytes_moved} bytes)")
             for v in g.outputs:
                 for d in range(g.dests.get(v, 1)):
-                    self.dest_name[(v, d)] = self.destination(g, v, d, release, copy_back)
+                    self.dest_name[(v, d)] = self.destination(g, v, d, copy_back)
                 if v not in self.names:
                     self.names[v] = self.dest_name[(v, 0)]
             args = [self.dest_name[(a[1], a[2])] if a[0] == "out" else self.names[a[1]]
@@ -248,12 +240,11 @@ class _Launcher:
             if launch.grid[0] > 0:
                 self.emit(f"{kname}.launch({', '.join(args)})  # grid {launch.grid}, {cx}"
                           + (" (tuned)" if launch.tuned else ""))
-            for key, buf in release.pop(g.index, ()):
-                self.pool.setdefault(key, []).append(buf)
+            self.pool.step_done(g.index)
         self.outputs(copy_back)
         return self.text.source(), self.env
 
-    def destination(self, g, v, d, release, copy_back) -> str:
+    def destination(self, g, v, d, copy_back) -> str:
         how, s = self.dest[(v, d)]
         if how == "inplace":  # straight into the tensor
             tgt = _target(self.const(s.tensor, "c"), s)
@@ -280,7 +271,7 @@ class _Launcher:
             copy_back.append((s, buf, v))
         else:
             end = max(self.last_use.get(v, g.index), g.index)
-            release.setdefault(end, []).append(((v.numel(), v.dtype, str(v.device)), buf))
+            self.pool.hold(buf, _buffer_key(v), end)
         return buf
 
     def outputs(self, copy_back):
@@ -314,6 +305,11 @@ class _Launcher:
             write_sink(self.text, s, val, True if how in ("inplace", "temp") else None,
                        results)
         self.emit(return_line(results))
+
+
+def _buffer_key(v):
+    """Kernels address buffers flat: any value of the same size and dtype may share one."""
+    return (v.numel(), v.dtype, str(v.device))
 
 
 def _target(c: str, sink) -> str:
