@@ -1,6 +1,7 @@
-"""The index-expression algebra (fusegrad/_util/index.py): folding, rendering with only the
-parentheses Python needs, free symbols, rendered text that evaluates, as Python, to the
-expression's value, and the view rules written with it."""
+"""The index-expression algebra (fusegrad/_util/index.py) and the Triton codegen's
+coordinates on it (compiler/codegen_index.py): folding, rendering with only the
+parentheses Python needs, free symbols, masks derived from the coordinates an address
+uses, and rendered text that evaluates, as Python, to the expression's value."""
 
 import itertools
 import random
@@ -11,6 +12,7 @@ import torch
 from fusegrad import primitives as P
 from fusegrad._util import index as I
 from fusegrad._util.index import Sym, cdiv, conj, eq, evaluate, free_symbols, ge, lt, render
+from fusegrad.compiler import codegen_index as ix
 
 x, y, z, B = Sym("x"), Sym("y"), Sym("z"), Sym("BLOCK")
 
@@ -52,6 +54,8 @@ def test_folding(expr, want):
 def test_structural_equality_and_symbols():
     assert Sym("x") == x and hash(Sym("x")) == hash(x)
     assert x * 2 + y != y + x * 2  # terms keep their order: no canonical form is promised
+    with pytest.raises(AssertionError):
+        Sym("(a - 1)")  # text is never a symbol
 
 
 # --------------------------------------------------------------------------- rendering
@@ -93,6 +97,9 @@ def test_free_symbols():
     e = conj(lt(x * 3 + y // 2, cdiv(z, B)), True)
     assert free_symbols(e) == {x, y, z, B}
     assert free_symbols(7) == frozenset() and free_symbols(x * 0) == frozenset()
+    arange = ix.Arange(B, 0)
+    assert free_symbols(x + arange) == {x, B} and str(x + arange) == \
+        "x + tl.arange(0, BLOCK)[:, None]"
 
 
 def _random_pair(rng, env, depth):
@@ -133,6 +140,25 @@ def test_rendered_source_evaluates_to_the_expressions_value():
         m = conj(lt(e, c), ge(c, d), eq(d, 3))
         want_m = (want < vc) & (vc >= vd) & (vd == 3)
         assert evaluate(m, env) == want_m and eval(render(m), {}, dict(env)) == want_m
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+def test_masks_come_from_the_coordinates_an_address_uses():
+    m0, m1 = Sym("mask0"), Sym("mask1")
+    i0, i1 = ix.Coord("ix0", 0, m0), ix.Coord("ix1", 1, m1)
+    ka = ix.Coord("ka", "k", lt(Sym("ka"), 256))
+    batch = ix.Coord("ix2", None)  # from the program id: always in range
+    assert ix.mask_of(i1 * 7 + i0) == conj(m0, m1)  # rows before columns
+    assert render(ix.mask_of(i0 * 256 + ka)) == "mask0 & (ka < 256)"
+    assert ix.mask_of(batch * 12 + i1) == m1
+    assert ix.mask_of(i0 * 0 + 5) is True
+    assert ix.mask_arg(True) == "" and ix.mask_arg(m1, other="0") == ", mask=mask1, other=0"
+    assert ix.pointer("p", 0, "zero") == "p + zero" and ix.pointer("p", 3, "zero") == \
+        "p + zero + 3"
+    assert ix.pointer("p", i0 * 4 + i1, "zero") == "p + (ix0 * 4 + ix1)"  # one addptr
+    assert ix.pointer("p", i0 * 4, "zero") == "p + ix0 * 4"
 
 
 # --------------------------------------------------------------------------- view rules

@@ -13,9 +13,11 @@ import fusegrad.nn as nn
 import fusegrad.nn.functional as F
 from fusegrad.compiler.backends import triton_layout as S
 from fusegrad.compiler.aot import aot_compile
+from fusegrad._util.index import render
+from fusegrad.compiler.codegen_emit import EMITTERS
 from fusegrad.compiler.codegen_triton import generate
 from fusegrad.runtime.kernels import load_kernel
-from fusegrad.primitives import PRIMS
+from fusegrad.primitives import PRIMS, Kind
 
 
 @pytest.fixture(autouse=True)
@@ -149,3 +151,52 @@ def test_triton_program_introspection_and_dump(tmp_path, monkeypatch, capfd):
     assert f"{prog.kernels[0].name}.py" in names and "triton_program.py" in names
     with open(tmp_path / "dump" / f"{prog.kernels[0].name}.py") as fh:
         assert fh.read() == prog.kernels[0].source
+
+
+def _multi_tensor_kernel():
+    params = [fg.randn(33, requires_grad=True), fg.randn(5, 7, requires_grad=True),
+              fg.randn(1029, requires_grad=True)]
+    opt = fg.optim.SGD(params, lr=0.1, momentum=0.9)
+
+    def step(*grads):
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+
+    c = fg.compile(step, backend="cpu")
+    for _ in range(2):
+        c(*(fg.randn(*p.shape) for p in params))
+    (k,) = [generate(g) for g in S.schedule(c.program.graph)]
+    assert k.name.startswith("multi_tensor_") and len(k.group.segments) == 3
+    return k
+
+
+def test_the_grid_is_one_expression_for_the_launcher_and_the_kernel(mlp_kernels):
+    k = _multi_tensor_kernel()
+    # the dispatch's last range is the launch grid: the same expression, rendered
+    last = [ln.strip() for ln in k.source.splitlines() if ln.strip().startswith("elif pid <")]
+    assert last[-1] == f"elif pid < {render(k.grid_expr)}:"
+    for kern in [k, *mlp_kernels]:
+        for cx in [kern.constexprs, *kern.configs]:
+            assert kern.grid(cx) == eval(render(kern.grid_expr), {}, dict(cx)) >= 1
+    sizes = sorted(seg.layout.axis_size(1) for seg in k.group.segments)
+    assert sizes == [33, 35, 1029] and k.grid() == sum(
+        -(-seg.layout.axis_size(1) // k.constexprs[f"S{i}_BLOCK_1"])
+        for i, seg in enumerate(k.group.segments))
+
+
+def test_masks_follow_the_axes_an_address_uses(mlp_kernels):
+    lines = mlp_kernels[0].source.splitlines()  # relu(x @ W.T + b)
+    loads = [ln.strip().split(" = ", 1)[1] for ln in lines if "tl.load(" in ln]
+    x, w, b = loads  # K is masked by its own coordinate; b varies along the columns only
+    assert x.endswith("(ix0 * 784 + ka), mask=mask0 & (ka < 784), other=0)")
+    assert w.endswith("(ix1 * 784 + kb), mask=mask1 & (kb < 784), other=0)")
+    assert b.endswith("_ptr + ix1, mask=mask1, other=0)")
+    stores = [ln for ln in lines if "tl.store(" in ln]
+    assert stores and all("(ix0 * 256 + ix1), tmp" in ln and ln.endswith("mask=mask0 & mask1)")
+                          for ln in stores), stores
+
+
+def test_every_kind_but_matmul_has_an_emitter():
+    # the matmul is the skeleton's loop; its epilogue goes through the other emitters
+    assert set(EMITTERS) == set(Kind) - {Kind.MATMUL}

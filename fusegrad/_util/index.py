@@ -83,11 +83,8 @@ class Sym(Expr):
     __slots__ = ("name",)
 
     def __init__(self, name: str):
+        assert name.isidentifier(), f"a symbol is named by an identifier, got {name!r}"
         self.name = name
-
-    @property
-    def prec(self):  # a name that is not an identifier is source text: parenthesize it
-        return ATOM if self.name.isidentifier() else CMP - 1
 
     def source(self) -> str:
         return self.name
