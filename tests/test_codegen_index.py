@@ -46,9 +46,24 @@ x, y, z, B = Sym("x"), Sym("y"), Sym("z"), Sym("BLOCK")
     (conj(lt(x, 3), lt(x, 3)), lt(x, 3)),
     (conj(lt(x, 3), False), False),
     (conj(), True),
+    # quotient and remainder add back up: the address of a regrouped reshape
+    (x // 4 * 4 + x % 4, x),
+    (x // 12 * 12 + x // 4 % 3 * 4 + x % 4, x),
+    ((x * 4 + y) // 6 * 12 + (x * 4 + y) % 6 * 2 + 1, x * 8 + y * 2 + 1),
+    (x % 4 + x // 4 * 3, I.add(x % 4, x // 4 * 3)),  # not a split: stays
 ])
 def test_folding(expr, want):
     assert expr == want and hash(expr) == hash(want)
+
+
+@pytest.mark.parametrize("a,m,c", [(1, 4, 1), (3, 5, 7), (2, 3, -2), (6, 2, 4)])
+def test_rejoined_splits_keep_their_value(a, m, c):
+    split = I.add(x // a % m * c, x // (a * m) * (m * c), y)
+    assert split == I.add(x // a * c, y)
+    for v in range(-40, 40):
+        env = {"x": v, "y": 3}
+        want = (v // a) % m * c + v // (a * m) * (m * c) + 3
+        assert evaluate(split, env) == eval(render(split), {}, env) == want
 
 
 def test_structural_equality_and_symbols():

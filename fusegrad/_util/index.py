@@ -139,7 +139,8 @@ def _coeff(t) -> tuple:
 
 
 def add(*terms):
-    """A sum; nested sums flatten and the constants fold into one last term."""
+    """A sum; nested sums flatten, the constants fold into one last term, and a split of
+    a value into quotient and remainder adds back up to the value (see ``_rejoin``)."""
     const, parts = 0, []
     for t in terms:
         for u in (t.args if isinstance(t, Op) and t.op == "add" else (t,)):
@@ -147,11 +148,31 @@ def add(*terms):
                 const += u
             else:
                 parts.append(u)
+    joined = _rejoin(parts)
+    if joined is not None:
+        return add(*joined, const)
     if const:
         parts.append(const)
     if not parts:
         return 0
     return parts[0] if len(parts) == 1 else Op("add", parts)
+
+
+def _rejoin(parts):
+    """``parts`` with one pair ``q % m * c`` and ``q // m * (m * c)`` replaced by ``q * c``
+    (q == q // m * m + q % m, under floor and truncating division alike), or None. This
+    undoes the split of a flat offset into coordinates when a reshape regroups dims and
+    the address puts them back together: ``x // 12 * 12 + x // 4 % 3 * 4 + x % 4`` is x."""
+    for i, t in enumerate(parts):
+        c, r = _coeff(t)
+        if not (isinstance(r, Op) and r.op == "mod" and _is_const(r.args[1]) and r.args[1] > 0):
+            continue
+        q, m = r.args
+        div = floordiv(q, m)  # (x // a) // m folds to x // (a * m), as it is written
+        for j, u in enumerate(parts):
+            if j != i and _coeff(u) == (c * m, div):
+                return [mul(q, c) if k == i else p for k, p in enumerate(parts) if k != j]
+    return None
 
 
 def sub(a, b):
