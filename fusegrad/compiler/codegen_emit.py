@@ -203,7 +203,8 @@ def gather(seg, e) -> str:
     pieces = []
     for x, lo, hi, step in _placements(e):
         rel = sub(j, lo)
-        cond = index.conj(ge(j, lo), lt(j, hi), index.eq(mod(rel, step), 0))
+        # a coordinate is never negative: the first piece of a cat needs no lower bound
+        cond = index.conj(ge(j, lo) if lo else True, lt(j, hi), index.eq(mod(rel, step), 0))
         name = seg.let(render(cond))
         coords = seg.coords(out)
         coords[d] = floordiv(rel, step)
