@@ -179,16 +179,10 @@ def looped_reduction(seg):
 
 def _placements(e) -> list:
     """Where each operand of a gathering movement op lands along ``params["dim"]``:
-    (operand, first index, end, step). A cat stacks its operands one after the other; an
-    unslice (a slice's gradient) puts its one operand at start:stop:step of zeros."""
-    p = e.params
-    if "start" in p:
-        return [(e.inputs[0], p["start"], p["stop"], p["step"])]
-    out, off = [], 0
-    for x in e.inputs:
-        out.append((x, off, off + x.shape[p["dim"]], 1))
-        off += x.shape[p["dim"]]
-    return out
+    (operand, first index, end, step), from the record's ``places`` rule (a cat stacks its
+    operands one after the other; an unslice puts its one operand at start:stop:step)."""
+    shapes = [tuple(x.shape) for x in e.inputs]
+    return [(e.inputs[i], a, b, c) for i, a, b, c in e.prim.places(e.params, shapes)]
 
 
 def gather(seg, e) -> str:

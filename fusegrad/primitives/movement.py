@@ -172,6 +172,18 @@ def _unslice_impl(g, shape, dim, start, stop, step):
     return out
 
 
+def _unslice_places(p, shapes):
+    return [(0, p["start"], p["stop"], p["step"])]
+
+
+def _cat_places(p, shapes):
+    out, off = [], 0
+    for i, s in enumerate(shapes):
+        out.append((i, off, off + s[p["dim"]], 1))
+        off += s[p["dim"]]
+    return out
+
+
 def _same_type(x, out) -> bool:
     return tuple(x.shape) == tuple(out.shape) and x.dtype == out.dtype
 
@@ -204,7 +216,9 @@ select = prim(
 unslice = prim(
     "unslice", Kind.MOVEMENT, _unslice_meta, _unslice_impl, grad_name="SliceBackwardBackward0",
     aten="torch.slice_scatter(torch.zeros({p[shape]!r}, dtype={dtype}, device={dev}), "
-         "{0}, {p[dim]}, {p[start]}, {p[stop]}, {p[step]})", aten_name="slice_backward")
+         "{0}, {p[dim]}, {p[start]}, {p[stop]}, {p[step]})", aten_name="slice_backward",
+    places=_unslice_places)
 cat = prim(
     "cat", Kind.MOVEMENT, _cat_meta, lambda *xs, dim: torch.cat(xs, dim),
-    grad_name="CatBackward0", aten="torch.cat([{all}], {p[dim]}{out})", aten_out=True)
+    grad_name="CatBackward0", aten="torch.cat([{all}], {p[dim]}{out})", aten_out=True,
+    places=_cat_places)

@@ -122,6 +122,9 @@ class Primitive:
     triton_full: bool = False  # operands must be full blocks (no scalar broadcast)
     reduce: Reduce | None = None
     view: View | None = None
+    # a movement op that copies (no view): where each operand lands along params["dim"],
+    # (params, operand shapes) -> [(operand index, start, stop, step)]; zeros elsewhere
+    places: Callable | None = None
     identity: Identity = field(default_factory=Identity)
 
     def __post_init__(self):
@@ -165,6 +168,8 @@ def missing_fields(p: Primitive) -> list[str]:
     missing = [f for f in REQUIRED[p.kind] if getattr(p, f) in (None, "")]
     if p.kind is Kind.MOVEMENT and p.view is not None and not p.view.aten:
         missing.append("view.aten")
+    if p.kind is Kind.MOVEMENT and p.view is None and p.places is None:
+        missing.append("places")
     if p.differentiable and p.vjp is None:
         missing.append("vjp")
     if not p.differentiable and p.vjp is not None:
