@@ -40,17 +40,24 @@ class Rig:
             return loss
 
         self.step = fg.compile(step, backend="cpu") if compiled else step
-        self.losses = [self.step(self.x, self.y) for _ in range(3)]
+        self.run()
 
     @property
     def guard(self):
         return self.step._last.guard
 
+    def signature(self, *args, **kwargs):
+        """``(leaves, structure)`` of a call with these arguments (default: the same batch)."""
+        leaves = []
+        return leaves, _flatten((args or (self.x, self.y), kwargs), leaves)
+
+    def run(self, n=3):
+        return [self.step(self.x, self.y) for _ in range(n)]
+
     def why(self, *args, **kwargs):
         """What the settled guard says about a call with these arguments (default: the same
         batch); also asserts that its fast path refuses the call whenever a reason is given."""
-        leaves = []
-        structure = _flatten((args or (self.x, self.y), kwargs), leaves)
+        leaves, structure = self.signature(*args, **kwargs)
         fast = self.guard.fast(leaves, structure)
         reason = self.guard.check(leaves, structure)
         assert not (fast and reason), "the fast path is looser than the checks"
@@ -68,10 +75,82 @@ def assert_same(a, b, what):
 
 
 def assert_same_training(compiled, eager):
+    """Losses of three more steps, parameters and momentum buffers all equal eager's."""
+    for i, (lc, le) in enumerate(zip(compiled.run(), eager.run())):
+        assert_same(lc, le, f"loss of step {i}")
     for (n, pc), pe in zip(compiled.model.named_parameters(), eager.model.parameters()):
         assert_same(pc, pe, n)
-        assert_same(compiled.opt.state[pc]["momentum_buffer"],
-                    eager.opt.state[pe]["momentum_buffer"], f"momentum buffer of {n}")
+        sc, se = compiled.opt.state.get(pc, {}), eager.opt.state.get(pe, {})
+        assert sc.keys() == se.keys(), n
+        for key in sc:
+            assert_same(sc[key], se[key], f"{key} of {n}")
+
+
+def twins():
+    eager = Rig(compiled=False)  # first: building modules moves the module version
+    return Rig(), eager
+
+
+# --------------------------------------------------------------------------- re-arming
+
+
+def toggle_training(r):
+    r.model.eval()
+    r.model.train()
+
+
+def write_another_module(r):
+    nn.Linear(2, 2).eval()
+
+
+@pytest.mark.parametrize("write", [toggle_training, write_another_module])
+def test_fast_path_rearms_after_a_write_that_changes_nothing(write):
+    r, eager = twins()
+    guard, sig = r.guard, r.signature()
+    assert guard.fast(*sig)
+    write(r), write(eager)
+    assert not guard.fast(*sig)  # the module version moved: the module records must run
+    misses = guard.misses
+    assert_same_training(r, eager)
+    assert guard.misses == misses + 1  # once; then the fast path takes every call again
+    assert guard.fast(*sig)
+    assert len(r.step.entries) == 2  # the first call and the one that made momentum state
+
+
+def set_eval(r):
+    r.model.eval()
+
+
+def replace_layer(r):
+    fg.manual_seed(7)
+    r.model[2] = nn.Linear(16, 5)
+
+
+def change_momentum(r):
+    r.opt.param_groups[0]["momentum"] = 0.5
+
+
+def new_batch_size(r):
+    r.x, r.y = make_data(n=4)
+
+
+@pytest.mark.parametrize("change, reasons", [
+    (set_eval, ["Sequential.training True -> False"]),
+    # the optimizer still holds the old layer's parameters: zero_grad found their .grad set,
+    # and from the next step on, with no backward to set it again, finds it None
+    (replace_layer, ["the submodules of Sequential were replaced",
+                     "a tensor.grad was set, now None"]),
+    (change_momentum, ["SGD param_groups[0]['momentum'] 0.9 -> 0.5"]),
+    (new_batch_size, ["input 0 shape (9, 12) -> (4, 12)"]),
+])
+def test_a_real_change_retraces_with_its_reason(change, reasons):
+    r, eager = twins()
+    n = len(r.step.entries)
+    change(r), change(eager)
+    assert_same_training(r, eager)
+    assert r.step.reasons[n:] == reasons
+    assert f"traced because: {reasons[0]}" in r.step.explain()
+    assert r.guard.fast(*r.signature())  # the new signature's guard takes the fast path
 
 
 # --------------------------------------------------------------------------- every reason

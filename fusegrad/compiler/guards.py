@@ -11,7 +11,9 @@ and its reason; so each expression may assume that every earlier one held.
 
 The module records (training flags, parameter and child entries) stay out of the fast function:
 ``nn.Module`` bumps ``structure_version`` on every attribute write and registration, so one
-comparison of that counter with the value the guard holds stands in for all of them.
+comparison of that counter with the value the guard holds stands in for all of them. When the
+counter has moved but every record still holds (``model.eval(); model.train()``, a write to
+another module), the guard takes the counter's new value: the next call is fast again.
 """
 
 from __future__ import annotations
@@ -127,20 +129,25 @@ class Guard:
     """The checks of one traced signature.
 
     ``fast(leaves, s)`` is the generated and-ing of the records (the replay path: one call,
-    no closures); only when it fails does ``check`` evaluate the records one by one, to
-    confirm the miss and say why. ``misses`` counts those evaluations.
+    no closures). When it fails, ``full`` ands every record, the module ones included; only
+    when that fails too are the records evaluated one by one, to say why. ``misses`` counts
+    the calls that left the fast path.
     """
 
     def __init__(self, checks, version):
         self.checks = checks
         self.misses = 0
         self.checked_at = [version]  # the module version the module records held at
-        self.fast, self._tests, self.source = _render(checks, self.checked_at)
+        self.fast, self.full, self._tests, self.source = _render(checks, self.checked_at)
 
     def check(self, leaves, structure):
         if self.fast(leaves, structure):
             return None
         self.misses += 1
+        version = structure_version[0]  # read first: a write during the checks re-checks
+        if self.full(leaves, structure):
+            self.checked_at[0] = version  # only the counter had moved: re-arm the fast path
+            return None
         for c, holds in zip(self.checks, self._tests):
             if not holds(leaves, structure):
                 return c.reason if isinstance(c.reason, str) else c.reason(leaves, structure)
@@ -183,10 +190,14 @@ def _render(checks, checked_at):
             fast.append(e)
         elif _MODULE_VERSION not in fast:
             fast.append(_MODULE_VERSION)
-    src = ("def fast(leaves, s):\n    return (" + "\n            and ".join(fast) + ")\n\n"
+
+    def function(name, conds):
+        return f"def {name}(leaves, s):\n    return (" + "\n            and ".join(conds) + ")\n\n"
+
+    src = (function("fast", fast) + function("full", exprs) +
            "tests = (\n" + "".join(f"    lambda leaves, s: {e},\n" for e in exprs) + ")\n")
     exec(compile(src, "<fusegrad guard>", "exec"), env)
-    return env["fast"], env["tests"], src
+    return env["fast"], env["full"], env["tests"], src
 
 
 def _requires_grad(x):
