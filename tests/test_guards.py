@@ -130,6 +130,10 @@ def change_momentum(r):
     r.opt.param_groups[0]["momentum"] = 0.5
 
 
+def replace_loss_weight(r):
+    r.loss_fn.weight = fg.tensor([1.0, 5.0, 0.1, 2.0, 1.0])
+
+
 def new_batch_size(r):
     r.x, r.y = make_data(n=4)
 
@@ -141,6 +145,7 @@ def new_batch_size(r):
     (replace_layer, ["the submodules of Sequential were replaced",
                      "a tensor.grad was set, now None"]),
     (change_momentum, ["SGD param_groups[0]['momentum'] 0.9 -> 0.5"]),
+    (replace_loss_weight, ["the buffers of CrossEntropyLoss were replaced"]),
     (new_batch_size, ["input 0 shape (9, 12) -> (4, 12)"]),
 ])
 def test_a_real_change_retraces_with_its_reason(change, reasons):
@@ -235,6 +240,12 @@ def submodule_replaced(r):
     return r.why()
 
 
+@breaks("the buffers of CrossEntropyLoss were replaced")
+def buffer_replaced(r):
+    r.loss_fn.weight = fg.full((5,), 2.0)
+    return r.why()
+
+
 @breaks("SGD: number of param groups changed")
 def param_group_added(r):
     r.opt.add_param_group({"params": [nn.Parameter(fg.zeros(3))]})
@@ -278,6 +289,12 @@ def captured_shape(r):
     return r.why()
 
 
+@breaks("0.weight device cpu -> meta")
+def captured_device(r):
+    r.model[0].weight.data = T.empty(16, 12, device="meta")  # what model.to(device) does
+    return r.why()
+
+
 @breaks("0.weight.requires_grad True -> False")
 def captured_requires_grad(r):
     r.model[0].weight.requires_grad_(False)
@@ -317,3 +334,30 @@ def test_each_check_gives_its_reason(case):
     r = Rig(**rig)
     assert r.why() is None
     assert fn(r) == expected
+
+
+def list_insert(layers, new):
+    layers.insert(1, new)
+
+
+def dict_delete(layers, new):
+    del layers["b"]
+
+
+@pytest.mark.parametrize("container, edit, reason", [
+    (nn.ModuleList, list_insert, "the submodules of ModuleList were replaced"),
+    (lambda ls: nn.ModuleDict({"a": ls[0], "b": ls[1]}), dict_delete,
+     "the submodules of ModuleDict were replaced"),
+])
+def test_containers_edited_in_place_retrace(container, edit, reason):
+    # these edit _modules past __setattr__: they must still move the module version
+    fg.manual_seed(0)
+    layers = container([nn.Linear(4, 4), nn.Linear(4, 4)])
+    new = nn.Linear(4, 4)  # built first: building a module moves the version by itself
+    fn = lambda x: sum(layer(x).sum() for layer in layers.children())
+    step = fg.compile(fn, backend="cpu")
+    x = fg.randn(2, 4)
+    step(x), step(x)
+    edit(layers, new)
+    assert_same(step(x), fn(x), "after the edit")
+    assert step.reasons[-1] == reason

@@ -248,13 +248,14 @@ def _binding_checks(b, fn):
 
 
 def _module_checks(b, sub):
-    # the training flag and the identity of every parameter and child entry: a replaced
-    # layer or parameter, or train()/eval(), needs a new trace
+    # the training flag and the identity of every parameter, child and buffer entry: a
+    # replaced layer, parameter or buffer, or train()/eval(), needs a new trace
     kind = type(sub).__name__
     training = sub.training
     b.add(f"{b.const(sub)}.training is {training}",
           lambda leaves, s: f"{kind}.training {training} -> {sub.training}", fast=False)
-    for registry, what in (("_parameters", "parameters"), ("_modules", "submodules")):
+    for registry, what in (("_parameters", "parameters"), ("_modules", "submodules"),
+                           ("_buffers", "buffers")):
         entries = list(getattr(sub, registry, {}).values())
         b.add(f"_same({b.const(sub)}.{registry}.values(), {b.const(entries)})",
               f"the {what} of {kind} were replaced", fast=False)
@@ -339,6 +340,10 @@ def _captured_checks(b, t, name):
           f"{c}._data.dtype is {b.const(dtype)})",
           lambda leaves, s: f"{name} changed from {dtype}{list(shape)} to "
                             f"{t._data.dtype}{list(t._data.shape)}")
+    device = d0.device  # model.to(device) swaps the storage of the same shape and dtype
+    c = b.const(t)
+    b.add(f"{c}._data is {b.const(d0)} or {c}._data.device == {b.const(device)}",
+          lambda leaves, s: f"{name} device {device} -> {t._data.device}")
     rg = t.requires_grad
     b.add(f"{_requires_grad(b.const(t))} is {rg}",
           lambda leaves, s: f"{name}.requires_grad {rg} -> {t.requires_grad}")
