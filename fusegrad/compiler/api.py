@@ -164,7 +164,7 @@ class CompiledFunction:
         args, kwargs = args_kwargs
         t0 = time.perf_counter()
         names = G.parameter_names(self.fn, args)
-        watch = G.watched_objects(self.fn, args)
+        watch = G.referenced(self.fn, args)
         enabled = grad_mode.is_grad_enabled()
         try:
             tracer, result = trace(self.fn, args, kwargs, leaves, names)

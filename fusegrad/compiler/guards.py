@@ -37,7 +37,7 @@ def _is_optimizer(obj):
     return hasattr(obj, "param_groups") and hasattr(obj, "state")
 
 
-def _referenced(fn, args):
+def referenced(fn, args):
     """Modules and optimizers the function can reach: closure, globals it names, bound self,
     arguments (one level into plain objects)."""
     found = []
@@ -75,13 +75,9 @@ def _referenced(fn, args):
     return found
 
 
-def watched_objects(fn, args):
-    return _referenced(fn, args)
-
-
 def parameter_names(fn, args):
     names = {}
-    for obj in _referenced(fn, args):
+    for obj in referenced(fn, args):
         if _is_module(obj):
             for n, p in obj.named_parameters():
                 names.setdefault(id(p), n)
