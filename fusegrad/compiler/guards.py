@@ -19,7 +19,7 @@ another module), the guard takes the counter's new value: the next call is fast 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -101,6 +101,9 @@ class Check:
     reason: str | Callable  # what explain() says when expr is false, or (leaves, s) -> that
     fast: bool = True  # False: the fast function compares the module version instead
 
+    def why(self, leaves, s) -> str:
+        return self.reason if isinstance(self.reason, str) else self.reason(leaves, s)
+
 
 class _Checks(list):
     """Check records under construction: ``const`` names an object for the next record."""
@@ -146,7 +149,7 @@ class Guard:
             return None
         for c, holds in zip(self.checks, self._tests):
             if not holds(leaves, structure):
-                return c.reason if isinstance(c.reason, str) else c.reason(leaves, structure)
+                return c.why(leaves, structure)
         return None
 
     @classmethod
@@ -196,8 +199,11 @@ def _render(checks, checked_at):
     return env["fast"], env["full"], env["tests"], src
 
 
-def _requires_grad(x):
-    return f"({x}._requires_grad or {x}.grad_fn is not None)"  # Tensor.requires_grad, inline
+def _requires_grad(x, rg):
+    """``x.requires_grad is rg``, with the property inlined."""
+    if rg:
+        return f"{x}._requires_grad or {x}.grad_fn is not None"
+    return f"not {x}._requires_grad and {x}.grad_fn is None"
 
 
 def _structure_checks(b, structure):
@@ -214,7 +220,7 @@ def _input_checks(b, i, t):
           lambda leaves, s: f"input {i} dtype {dtype} -> {leaves[i].dtype}")
     b.add(f"{x}._data.device == {b.const(device)}",
           lambda leaves, s: f"input {i} device {device} -> {leaves[i].device}")
-    b.add(f"{_requires_grad(x)} is {rg}",
+    b.add(_requires_grad(x, rg),
           lambda leaves, s: f"input {i} requires_grad {rg} -> {leaves[i].requires_grad}")
 
 
@@ -267,7 +273,6 @@ def _same_items(now, before) -> bool:
     return True
 
 
-
 def _optimizer_checks(b, opt, tracer):
     kind = type(opt).__name__
     lifted = {(id(src.container), src.key) for src in (tracer.sources if tracer else ())
@@ -293,7 +298,8 @@ def _optimizer_checks(b, opt, tracer):
 
 
 def _hyperparameter_check(b, opt, i, key, v):
-    # reads the group the optimizer holds now: a replaced group dict still names the key
+    # reads the group the optimizer holds now, so a replaced group dict with another value
+    # still names the key that changed
     b.add(f"{b.const(opt)}.param_groups[{i}].get({key!r}) == {b.const(v)}",
           lambda leaves, s: f"{type(opt).__name__} param_groups[{i}][{key!r}] {v!r} -> "
                             f"{opt.param_groups[i].get(key)!r}")
@@ -328,21 +334,22 @@ def _tracer_checks(b, tracer):
 
 
 def _captured_checks(b, t, name):
-    # the replay reads t._data afresh: a new storage of the same shape and dtype still fits
+    # the replay reads t._data afresh: new storage fits if shape, dtype and device are the
+    # same (model.to(device) swaps the storage, keeping the other two)
     d0 = t._data
-    shape, dtype = tuple(d0.shape), d0.dtype
     c = b.const(t)
     b.add(f"{c}._data is {b.const(d0)} or ({c}._data.shape == {b.const(d0.shape)} and "
-          f"{c}._data.dtype is {b.const(dtype)})",
-          lambda leaves, s: f"{name} changed from {dtype}{list(shape)} to "
-                            f"{t._data.dtype}{list(t._data.shape)}")
-    device = d0.device  # model.to(device) swaps the storage of the same shape and dtype
-    c = b.const(t)
-    b.add(f"{c}._data is {b.const(d0)} or {c}._data.device == {b.const(device)}",
-          lambda leaves, s: f"{name} device {device} -> {t._data.device}")
+          f"{c}._data.dtype is {b.const(d0.dtype)} and {c}._data.device == {b.const(d0.device)})",
+          lambda leaves, s: _storage_change(name, d0, t._data))
     rg = t.requires_grad
-    b.add(f"{_requires_grad(b.const(t))} is {rg}",
+    b.add(_requires_grad(b.const(t), rg),
           lambda leaves, s: f"{name}.requires_grad {rg} -> {t.requires_grad}")
+
+
+def _storage_change(name, before, now):
+    if now.shape == before.shape and now.dtype == before.dtype:
+        return f"{name} device {before.device} -> {now.device}"
+    return f"{name} changed from {before.dtype}{list(before.shape)} to {now.dtype}{list(now.shape)}"
 
 
 def _grad_checks(b, t, was_none, shape, name):
