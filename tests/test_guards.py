@@ -2,13 +2,17 @@
 
 A ``Rig`` is a compiled training step that has settled on one signature. Each case in
 ``BREAKS`` breaks exactly one condition the trace depends on and names the reason the guard
-must give; the other tests run the step for real against an eager twin.
+must give, and together the cases break every kind of record guards.py adds; the other tests
+run the step for real against an eager twin.
 """
+
+import inspect
 
 import pytest
 import torch as T
 
 import fusegrad as fg
+from fusegrad.compiler import guards as G
 from fusegrad.compiler.api import _flatten
 
 nn, F = fg.nn, fg.nn.functional
@@ -334,6 +338,28 @@ def test_each_check_gives_its_reason(case):
     r = Rig(**rig)
     assert r.why() is None
     assert fn(r) == expected
+
+
+def test_the_cases_give_every_kind_of_record_its_reason(monkeypatch):
+    # a record's kind is the line of guards.py that adds it; each kind must be one that
+    # some case above breaks first
+    kinds = {n for n, line in enumerate(inspect.getsource(G).splitlines(), 1) if "b.add(" in line}
+    add, why = G._Checks.add, G.Check.why
+    fired = set()
+
+    def add_with_kind(self, *args, **kwargs):
+        add(self, *args, **kwargs)
+        self[-1].kind = inspect.currentframe().f_back.f_lineno
+
+    def why_noting_kind(self, leaves, s):
+        fired.add(self.kind)
+        return why(self, leaves, s)
+
+    monkeypatch.setattr(G._Checks, "add", add_with_kind)
+    monkeypatch.setattr(G.Check, "why", why_noting_kind)
+    for fn, _, rig in BREAKS.values():
+        fn(Rig(**rig))
+    assert fired == kinds
 
 
 def list_insert(layers, new):
