@@ -6,14 +6,14 @@ named constants, with what to say when it is false (``input 0 shape (64, 784) ->
 the reason ``explain()`` reports for the retrace).
 
 The expressions render into one generated function that ands them all: a replay pays one call.
-Only when it fails are the records evaluated one by one, in order, for the first that fails
-and its reason; so each expression may assume that every earlier one held.
+Only on a miss are the records evaluated one by one, in order, for the first that fails and
+its reason; so each expression may assume that every earlier one held.
 
-The module records (training flags, parameter and child entries) stay out of the fast function:
-``nn.Module`` bumps ``structure_version`` on every attribute write and registration, so one
-comparison of that counter with the value the guard holds stands in for all of them. When the
-counter has moved but every record still holds (``model.eval(); model.train()``, a write to
-another module), the guard takes the counter's new value: the next call is fast again.
+The module records (training flags; parameter, child and buffer entries) stay out of the fast
+function: ``nn.Module`` bumps ``structure_version`` on every attribute write and registration,
+so one comparison of that counter with the value the guard holds stands in for all of them.
+When the counter has moved but every record still holds (``model.eval(); model.train()``, a
+write to another module), the guard takes the counter's new value: the next call is fast again.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ _MODULE_VERSION = "_version[0] == _checked_at[0]"
 
 
 def _render(checks, checked_at):
-    """The fast function and one test per record, compiled from one generated source."""
+    """The fast function, the full one and one test per record, from one generated source."""
     env = {"_mode": grad_mode._mode, "_same": _same_items, "_version": structure_version,
            "_checked_at": checked_at}
     for c in checks:

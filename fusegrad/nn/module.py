@@ -63,10 +63,11 @@ def _check_name(kind, name):
         raise KeyError(f'{kind} name can\'t be empty string ""')
 
 
-# Bumped on every attribute set/delete and registration on any Module: a compiled function's
-# guard compares it with the value at which its module checks last passed and looks at its
-# modules again only when it moved, re-arming if nothing changed. So a write costs one look,
-# and every write may count: forward can read plain attributes too (Dropout reads self.p).
+# Bumped on every attribute set/delete and registration on any Module. A compiled function's
+# guard compares it with the value at which its module checks last passed, looks at its
+# modules again only when it moved, and re-arms when nothing it checks changed: a write costs
+# one look. Plain attribute writes count too, so that a check of what forward reads (Dropout
+# reads self.p) can join the module checks without narrowing what moves the counter.
 structure_version = [0]
 
 
