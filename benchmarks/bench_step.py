@@ -256,9 +256,14 @@ def main(argv=None):
     ap.add_argument("--shapes", default="tiny,small,medium")
     ap.add_argument("--iters", type=int, default=0, help="0: chosen per shape")
     ap.add_argument("--no-torch-compile", action="store_true")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default); 1 steadies the figures "
+                         "on a machine shared with other work")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "bench_step.json"))
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if importlib.util.find_spec("jax") is None:
         print("jax is not importable: no jax.jit runner")
     all_rows, all_stats = [], {}
