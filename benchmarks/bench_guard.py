@@ -33,7 +33,8 @@ import fusegrad  # noqa: E402
 from fusegrad.compiler.api import _flatten  # noqa: E402
 from fusegrad.nn.module import structure_version  # noqa: E402
 
-from bench_step import SHAPES, make_training, training_step  # noqa: E402
+from bench_step import (SHAPES, add_threads_option, make_training, set_threads,  # noqa: E402
+                        training_step)
 
 BATCH = 50  # calls per timed sample: one perf_counter pair costs about as much as a check
 WARMUP = 5
@@ -100,9 +101,11 @@ def main(argv=None):
     ap.add_argument("--shapes", default="tiny,small")
     ap.add_argument("--iters", type=int, default=10000, help="guard calls per figure and round")
     ap.add_argument("--rounds", type=int, default=5)
+    add_threads_option(ap)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "bench_guard.json"))
     args = ap.parse_args(argv)
+    set_threads(args.threads)
     rows = []
     for name in args.shapes.split(","):
         batch, dims = SHAPES[name]

@@ -251,19 +251,27 @@ def bench_shape(name, batch, dims, iters, warmup, use_torch_compile):
     return rows, stats
 
 
+def add_threads_option(ap):
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default); 1 steadies the figures "
+                         "on a machine shared with other work")
+
+
+def set_threads(n):
+    if n:
+        torch.set_num_threads(n)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="tiny,small,medium")
     ap.add_argument("--iters", type=int, default=0, help="0: chosen per shape")
     ap.add_argument("--no-torch-compile", action="store_true")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch intra-op threads (0: torch's default); 1 steadies the figures "
-                         "on a machine shared with other work")
+    add_threads_option(ap)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "bench_step.json"))
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if importlib.util.find_spec("jax") is None:
         print("jax is not importable: no jax.jit runner")
     all_rows, all_stats = [], {}
