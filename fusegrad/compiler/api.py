@@ -132,7 +132,7 @@ class CompiledFunction:
         args, kwargs = pytree.unflatten(structure, iter(leaves))
         t0 = time.perf_counter()
         names = G.parameter_names(self.fn, args)
-        watch = G.watched_objects(self.fn, args)
+        watch = G.referenced(self.fn, args)
         enabled = grad_mode.is_grad_enabled()
         try:
             tracer, result = trace(self.fn, args, kwargs, leaves, names)

@@ -1,15 +1,31 @@
 """Guards: what a trace depends on, checked before each replay.
 
-A guard is a list of checks, each returning None when it holds or a reason such as
-``input 0 shape (64, 784) -> (32, 784)`` that ``explain()`` reports for the retrace.
+A guard is one list of ``Check`` records. Each states a condition once, as a Python expression
+over the call's tensors (``leaves``), the structure of the rest of its arguments (``s``) and
+named constants, with what to say when it is false (``input 0 shape (64, 784) -> (32, 784)``:
+the reason ``explain()`` reports for the retrace).
+
+The expressions render into one generated function that ands them all: a replay pays one call.
+Only on a miss are the records evaluated one by one, in order, for the first that fails and
+its reason; so each expression may assume that every earlier one held.
+
+The module records (training flags; parameter, child and buffer entries) stay out of the fast
+function: ``nn.Module`` bumps ``structure_version`` on every attribute write and registration,
+so one comparison of that counter with the value the guard holds stands in for all of them.
+When the counter has moved but every record still holds (``model.eval(); model.train()``, a
+write to another module), the guard takes the counter's new value: the next call is fast again.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import torch
 
 from fusegrad.autograd import grad_mode
 from fusegrad.compiler.tracer import Captured, Number
+from fusegrad.nn.module import structure_version
 from fusegrad.primitives import fmt_shape
 
 
@@ -21,7 +37,7 @@ def _is_optimizer(obj):
     return hasattr(obj, "param_groups") and hasattr(obj, "state")
 
 
-def _referenced(fn, args):
+def referenced(fn, args):
     """Modules and optimizers the function can reach: closure, globals it names, bound self,
     arguments (one level into plain objects)."""
     found = []
@@ -59,13 +75,9 @@ def _referenced(fn, args):
     return found
 
 
-def watched_objects(fn, args):
-    return _referenced(fn, args)
-
-
 def parameter_names(fn, args):
     names = {}
-    for obj in _referenced(fn, args):
+    for obj in referenced(fn, args):
         if _is_module(obj):
             for n, p in obj.named_parameters():
                 names.setdefault(id(p), n)
@@ -82,226 +94,173 @@ def describe_signature(leaves, structure) -> str:
     return f"({args}) {mode}"
 
 
+@dataclasses.dataclass
+class Check:
+    expr: str  # true while the trace still fits: over leaves, s and the names in env
+    env: dict  # the constants expr names
+    reason: str | Callable  # what explain() says when expr is false, or (leaves, s) -> that
+    fast: bool = True  # False: the fast function compares the module version instead
+
+    def why(self, leaves, s) -> str:
+        return self.reason if isinstance(self.reason, str) else self.reason(leaves, s)
+
+
+class _Checks(list):
+    """Check records under construction: ``const`` names an object for the next record."""
+
+    def __init__(self):
+        super().__init__()
+        self._env = {}
+        self._names = 0
+
+    def const(self, obj) -> str:
+        name = f"k{self._names}"
+        self._names += 1
+        self._env[name] = obj
+        return name
+
+    def add(self, expr, reason, fast=True):
+        self.append(Check(expr, self._env, reason, fast))
+        self._env = {}
+
+
 class Guard:
     """The checks of one traced signature.
 
-    ``check`` first runs one generated function of inline conditions (the replay fast
-    path: one call, no closures); only when it fails do the individual checks run, to
-    confirm the miss and say why.
+    ``fast(leaves, s)`` is the generated and-ing of the records (the replay path: one call,
+    no closures). When it fails, ``full`` ands every record, the module ones included; only
+    when that fails too are the records evaluated one by one, to say why. ``misses`` counts
+    the calls that left the fast path.
     """
 
-    def __init__(self, checks, fast=None):
+    def __init__(self, checks, version):
         self.checks = checks
-        self.fast = fast
+        self.misses = 0
+        self.checked_at = [version]  # the module version the module records held at
+        self.fast, self.full, self._tests, self.source = _render(checks, self.checked_at)
 
     def check(self, leaves, structure):
-        if self.fast is not None and self.fast(leaves, structure):
+        if self.fast(leaves, structure):
             return None
-        for c in self.checks:
-            why = c(leaves, structure)
-            if why is not None:
-                return why
+        self.misses += 1
+        version = structure_version[0]  # read first: a write during the checks re-checks
+        if self.full(leaves, structure):
+            self.checked_at[0] = version  # only the counter had moved: re-arm the fast path
+            return None
+        for c, holds in zip(self.checks, self._tests):
+            if not holds(leaves, structure):
+                return c.why(leaves, structure)
         return None
 
     @classmethod
     def build(cls, leaves, structure, grad_enabled, tracer, watched, fn=None):
-        checks = [_structure_check(structure), _args_check(leaves), _mode_check(grad_enabled)]
+        version = structure_version[0]  # before the snapshots: a write during them re-checks
+        b = _Checks()
+        _structure_checks(b, structure)
+        for i, t in enumerate(leaves):
+            _input_checks(b, i, t)
+        _mode_checks(b, grad_enabled)
         if fn is not None:
-            checks.append(_bindings_check(fn))
+            _binding_checks(b, fn)
         for obj in watched:
             if _is_module(obj):
-                checks.append(_module_check(obj))
+                for sub in obj.modules() if hasattr(obj, "modules") else [obj]:
+                    _module_checks(b, sub)
             else:
-                checks.append(_optimizer_groups_check(obj, tracer))
+                _optimizer_checks(b, obj, tracer)
         if tracer is not None:
-            checks += _tracer_checks(tracer)
-        return cls(checks, _fast_path(leaves, structure, grad_enabled, tracer, watched, fn))
+            _tracer_checks(b, tracer)
+        return cls(b, version)
 
 
-def _fast_path(leaves, structure, grad_enabled, tracer, watched, fn):
-    """One Python function: True when every condition the trace depends on still holds.
+_MODULE_VERSION = "_version[0] == _checked_at[0]"
 
-    It may be stricter than the checks (identity where they compare values), never looser.
-    """
-    from fusegrad.nn.module import structure_version
 
-    env = {"_mode": grad_mode._mode, "_same": _same_items}
-    conds = []
+def _render(checks, checked_at):
+    """The fast function, the full one and one test per record, from one generated source."""
+    env = {"_mode": grad_mode._mode, "_same": _same_items, "_version": structure_version,
+           "_checked_at": checked_at}
+    for c in checks:
+        env.update(c.env)
+    exprs = [f"({c.expr})" for c in checks]
+    fast = []
+    for c, e in zip(checks, exprs):
+        if c.fast:
+            fast.append(e)
+        elif _MODULE_VERSION not in fast:
+            fast.append(_MODULE_VERSION)
 
-    def const(obj):
-        name = f"k{len(env)}"
-        env[name] = obj
-        return name
+    def function(name, conds):
+        return f"def {name}(leaves, s):\n    return (" + "\n            and ".join(conds) + ")\n\n"
 
-    k = const(structure)
-    conds.append(f"(s is {k} or s == {k})")
-    for i, t in enumerate(leaves):
-        conds.append(f"leaves[{i}]._data.shape == {const(t.shape)}")
-        conds.append(f"leaves[{i}]._data.dtype is {const(t.dtype)}")
-        conds.append(f"leaves[{i}]._data.device == {const(t.device)}")
-        conds.append(f"(leaves[{i}]._requires_grad or leaves[{i}].grad_fn is not None) is "
-                     f"{t.requires_grad}")
-    conds.append(f"_mode.enabled is {bool(grad_enabled)}")
-    code = getattr(fn, "__code__", None)
-    if code is not None:
-        glb = getattr(fn, "__globals__", {})
-        g = const(glb)
-        for n in code.co_names:
-            if n in glb:
-                conds.append(f"{g}.get({n!r}) is {const(glb[n])}")
-        for cell in getattr(fn, "__closure__", None) or ():
-            try:
-                conds.append(f"{const(cell)}.cell_contents is {const(cell.cell_contents)}")
-            except ValueError:
-                pass
-    for obj in watched:
-        if _is_module(obj):
-            # train()/eval() and replaced layers all go through Module.__setattr__, which
-            # bumps the version: one comparison covers every submodule
-            conds.append(f"{const(structure_version)}[0] == {structure_version[0]}")
-            continue
-        o = const(obj)
-        lifted = {(id(src.container), src.key) for src in (tracer.sources if tracer else ())
-                  if isinstance(src, Number)}
-        conds.append(f"len({o}.param_groups) == {len(obj.param_groups)}")
-        for gi, grp in enumerate(obj.param_groups):
-            gn = const(grp)
-            conds.append(f"{o}.param_groups[{gi}] is {gn}")
-            conds.append(f"_same({gn}['params'], {const(list(grp['params']))})")
-            for k, v in grp.items():
-                if k != "params" and (id(grp), k) not in lifted:
-                    conds.append(f"{gn}.get({k!r}) == {const(v)}")
-        if tracer is not None:
-            st = f"{o}.state"
-            conds.append(f"len({st}) == {len(obj.state)}")
-            for p, ps in obj.state.items():
-                conds.append(f"len({st}.get({const(p)}, ())) == {len(ps)}")
-    if tracer is not None:
-        captured = {id(src.tensor) for src in tracer.sources if isinstance(src, Captured)}
-        for src in tracer.sources:
-            if isinstance(src, Captured):
-                c = const(src.tensor)
-                conds.append(f"{c}._data is {const(src.tensor._data)}")
-                if src.tensor.grad_fn is None:
-                    conds.append(f"{c}._requires_grad is {src.tensor._requires_grad}")
-                else:
-                    conds.append(f"{c}.grad_fn is not None")
-            elif isinstance(src, Number):
-                v = src.container[src.key]
-                conds.append(f"type({const(src.container)}[{src.key!r}]) is {const(type(v))}")
-        for t, was_none, shape in tracer.grad_deps.values():
-            c = const(t)
-            if was_none:
-                conds.append(f"{c}._grad is None")
-            else:
-                conds.append(f"{c}._grad is not None and {c}._grad._data.shape == "
-                             f"{const(torch.Size(shape))}")
-        for obj, snap in tracer.stateful.values():
-            for p, (_, contents) in snap.items():
-                for key, v in contents.items():
-                    if id(v) in captured:
-                        conds.append(f"{const(obj)}.state.get({const(p)}, {{}}).get({key!r}) "
-                                     f"is {const(v)}")
-    src = "def fast(leaves, s):\n    return (" + "\n            and ".join(conds) + ")\n"
+    src = (function("fast", fast) + function("full", exprs) +
+           "tests = (\n" + "".join(f"    lambda leaves, s: {e},\n" for e in exprs) + ")\n")
     exec(compile(src, "<fusegrad guard>", "exec"), env)
-    fast = env["fast"]
-    fast.source = src
-    return fast
+    return env["fast"], env["full"], env["tests"], src
 
 
-def _bindings_check(fn):
+def _requires_grad(x, rg):
+    """``x.requires_grad is rg``, with the property inlined."""
+    if rg:
+        return f"{x}._requires_grad or {x}.grad_fn is not None"
+    return f"not {x}._requires_grad and {x}.grad_fn is None"
+
+
+def _structure_checks(b, structure):
+    k = b.const(structure)
+    b.add(f"s is {k} or s == {k}", "non-tensor arguments or argument structure changed")
+
+
+def _input_checks(b, i, t):
+    x = f"leaves[{i}]"
+    shape, dtype, device, rg = tuple(t.shape), t.dtype, t.device, t.requires_grad
+    b.add(f"{x}._data.shape == {b.const(t.shape)}",
+          lambda leaves, s: f"input {i} shape {shape} -> {tuple(leaves[i].shape)}")
+    b.add(f"{x}._data.dtype is {b.const(dtype)}",
+          lambda leaves, s: f"input {i} dtype {dtype} -> {leaves[i].dtype}")
+    b.add(f"{x}._data.device == {b.const(device)}",
+          lambda leaves, s: f"input {i} device {device} -> {leaves[i].device}")
+    b.add(_requires_grad(x, rg),
+          lambda leaves, s: f"input {i} requires_grad {rg} -> {leaves[i].requires_grad}")
+
+
+def _mode_checks(b, enabled):
+    b.add(f"_mode.enabled is {bool(enabled)}",
+          lambda leaves, s: f"grad mode enabled {enabled} -> {grad_mode.is_grad_enabled()}")
+
+
+def _binding_checks(b, fn):
     """The global names and closure cells the function reads still hold the same objects
     (a notebook that re-runs ``opt = SGD(...)`` must not keep updating the old one)."""
     code = getattr(fn, "__code__", None)
     if code is None:
-        return lambda leaves, s: None
+        return
     glb = getattr(fn, "__globals__", {})
-    names = [(n, glb[n]) for n in code.co_names if n in glb]
-    cells = []
+    for n in code.co_names:
+        if n in glb:
+            b.add(f"{b.const(glb)}.get({n!r}) is {b.const(glb[n])}",
+                  f"global {n!r} now refers to another object")
     for cell in getattr(fn, "__closure__", None) or ():
         try:
-            cells.append((cell, cell.cell_contents))
+            obj = cell.cell_contents
         except ValueError:  # an empty cell
-            pass
-
-    def check(leaves, s):
-        for n, obj in names:
-            if glb.get(n) is not obj:
-                return f"global {n!r} now refers to another object"
-        for cell, obj in cells:
-            if cell.cell_contents is not obj:
-                return "a variable the function closes over now refers to another object"
-        return None
-
-    return check
+            continue
+        b.add(f"{b.const(cell)}.cell_contents is {b.const(obj)}",
+              "a variable the function closes over now refers to another object")
 
 
-def _structure_check(structure):
-    def check(leaves, s):
-        if s != structure:
-            return "non-tensor arguments or argument structure changed"
-        return None
-
-    return check
-
-
-def _args_check(leaves0):
-    specs = [(tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in leaves0]
-
-    def check(leaves, s):
-        for i, (t, (shape, dtype, device, rg)) in enumerate(zip(leaves, specs)):
-            d = t._data
-            if tuple(d.shape) != shape:
-                return f"input {i} shape {shape} -> {tuple(d.shape)}"
-            if d.dtype != dtype:
-                return f"input {i} dtype {dtype} -> {d.dtype}"
-            if d.device != device:
-                return f"input {i} device {device} -> {d.device}"
-            if t.requires_grad != rg:
-                return f"input {i} requires_grad {rg} -> {t.requires_grad}"
-        return None
-
-    return check
-
-
-def _mode_check(enabled):
-    def check(leaves, s):
-        now = grad_mode.is_grad_enabled()
-        return None if now == enabled else f"grad mode enabled {enabled} -> {now}"
-
-    return check
-
-
-def _module_check(m):
-    # identity of every submodule's parameter and child entries, and the training flags:
-    # a replaced layer or parameter, or train()/eval(), needs a new trace
-    modules = list(m.modules()) if hasattr(m, "modules") else [m]
-    snap = [(sub, sub.training, list(getattr(sub, "_parameters", {}).values()),
-             list(getattr(sub, "_modules", {}).values())) for sub in modules]
-
-    from fusegrad.nn.module import structure_version
-
-    seen = [structure_version[0]]
-
-    def check(leaves, s):
-        if structure_version[0] == seen[0]:
-            return None  # no module attribute changed anywhere since the last full check
-        why = full_check()
-        if why is None:
-            seen[0] = structure_version[0]
-        return why
-
-    def full_check():
-        for sub, training, params, children in snap:
-            if sub.training is not training:
-                return f"{type(sub).__name__}.training {training} -> {sub.training}"
-            if not _same_items(sub._parameters.values(), params):
-                return f"the parameters of {type(sub).__name__} were replaced"
-            if not _same_items(sub._modules.values(), children):
-                return f"the submodules of {type(sub).__name__} were replaced"
-        return None
-
-    return check
+def _module_checks(b, sub):
+    # the training flag and the identity of every parameter, child and buffer entry: a
+    # replaced layer, parameter or buffer, or train()/eval(), needs a new trace
+    kind = type(sub).__name__
+    training = sub.training
+    b.add(f"{b.const(sub)}.training is {training}",
+          lambda leaves, s: f"{kind}.training {training} -> {sub.training}", fast=False)
+    for registry, what in (("_parameters", "parameters"), ("_modules", "submodules"),
+                           ("_buffers", "buffers")):
+        entries = list(getattr(sub, registry, {}).values())
+        b.add(f"_same({b.const(sub)}.{registry}.values(), {b.const(entries)})",
+              f"the {what} of {kind} were replaced", fast=False)
 
 
 def _same_items(now, before) -> bool:
@@ -314,105 +273,102 @@ def _same_items(now, before) -> bool:
     return True
 
 
-def _optimizer_groups_check(opt, tracer):
-    lifted = set()
+def _optimizer_checks(b, opt, tracer):
+    kind = type(opt).__name__
+    lifted = {(id(src.container), src.key) for src in (tracer.sources if tracer else ())
+              if isinstance(src, Number)}
+    b.add(f"len({b.const(opt)}.param_groups) == {len(opt.param_groups)}",
+          f"{kind}: number of param groups changed")
+    for i, group in enumerate(opt.param_groups):
+        for key, v in group.items():
+            if key != "params" and (id(group), key) not in lifted:
+                _hyperparameter_check(b, opt, i, key, v)
+        g = b.const(group)
+        b.add(f"{b.const(opt)}.param_groups[{i}] is {g} and "
+              f"_same({g}['params'], {b.const(list(group['params']))})",
+              f"{kind} param_groups[{i}] parameters changed")
     if tracer is not None:
-        for src in tracer.sources:
-            if isinstance(src, Number):
-                lifted.add((id(src.container), src.key))
-    groups = [(g, [(k, v) for k, v in g.items() if k != "params" and (id(g), k) not in lifted],
-               list(g["params"])) for g in opt.param_groups]
-    state_keys = {p: frozenset(st) for p, st in opt.state.items()} if tracer else None
-    state_lens = [(p, len(k)) for p, k in state_keys.items()] if tracer else None
-
-    def check(leaves, s):
-        if len(opt.param_groups) != len(groups):
-            return f"{type(opt).__name__}: number of param groups changed"
-        for i, (g, (g0, want, ps)) in enumerate(zip(opt.param_groups, groups)):
-            for k, v in want:
-                if g.get(k) != v:
-                    return f"{type(opt).__name__} param_groups[{i}][{k!r}] {v!r} -> {g.get(k)!r}"
-            if g is not g0 or not _same_items(g["params"], ps):
-                return f"{type(opt).__name__} param_groups[{i}] parameters changed"
-        if state_keys is not None:
-            st = opt.state
-            changed = len(st) != len(state_lens)
-            if not changed:
-                for p, n in state_lens:
-                    if p not in st or len(st[p]) != n:
-                        changed = True
-                        break
-            if changed:
-                now = {p: frozenset(v) for p, v in st.items()}
-                return f"{type(opt).__name__} state changed: {_state_diff(state_keys, now)}"
-        return None
-
-    return check
+        # the trace read the state: entries it did not find must still be missing
+        before = {p: frozenset(st) for p, st in opt.state.items()}
+        st = f"{b.const(opt)}.state"
+        b.add(" and ".join([f"len({st}) == {len(before)}"] +
+                           [f"len({st}.get({b.const(p)}, ())) == {len(keys)}"
+                            for p, keys in before.items()]),
+              lambda leaves, s: f"{kind} state changed: {_state_diff(before, opt.state)}")
 
 
-def _state_diff(before, now):
+def _hyperparameter_check(b, opt, i, key, v):
+    # reads the group the optimizer holds now, so a replaced group dict with another value
+    # still names the key that changed
+    b.add(f"{b.const(opt)}.param_groups[{i}].get({key!r}) == {b.const(v)}",
+          lambda leaves, s: f"{type(opt).__name__} param_groups[{i}][{key!r}] {v!r} -> "
+                            f"{opt.param_groups[i].get(key)!r}")
+
+
+def _state_diff(before, state):
+    now = {p: frozenset(v) for p, v in state.items()}
     for k in set(before) | set(now):
         if before.get(k) != now.get(k):
             return f"{sorted(before.get(k, ()))} -> {sorted(now.get(k, ()))}"
     return "entries changed"
 
 
-def _tracer_checks(tracer):
-    checks = []
-    captured = []
+def _tracer_checks(b, tracer):
+    captured = [src for src in tracer.sources if isinstance(src, Captured)]
+    for src in captured:
+        _captured_checks(b, src.tensor, src.name or "captured tensor")
+    for t, was_none, shape in tracer.grad_deps.values():
+        _grad_checks(b, t, was_none, shape, tracer.names.get(id(t), "a tensor"))
     for src in tracer.sources:
-        if isinstance(src, Captured):
-            t = src.tensor
-            captured.append((t, t._data, tuple(t._data.shape), t._data.dtype,
-                             t.requires_grad, src.name or "captured tensor"))
-        elif isinstance(src, Number):
-            checks.append(_number_check(src.container, src.key, type(src.container[src.key])))
-    grads = [(t, was_none, shape, t) for t, was_none, shape in tracer.grad_deps.values()]
-    names = tracer.names
-
-    def check_captured(leaves, s):
-        for t, d0, shape, dtype, rg, name in captured:
-            d = t._data
-            if d is not d0 and (tuple(d.shape) != shape or d.dtype != dtype):
-                return f"{name} changed from {dtype}{list(shape)} to {d.dtype}{list(d.shape)}"
-            if t.requires_grad != rg:
-                return f"{name}.requires_grad {rg} -> {t.requires_grad}"
-        return None
-
-    def check_grads(leaves, s):
-        for t, was_none, shape, _ in grads:
-            g = t._grad
-            if (g is None) != was_none:
-                name = names.get(id(t), "a tensor")
-                return f"{name}.grad was {'None' if was_none else 'set'}, now " \
-                       f"{'None' if g is None else 'set'}"
-            if g is not None and tuple(g.shape) != shape:
-                return f"{names.get(id(t), 'a tensor')}.grad shape {shape} -> {tuple(g.shape)}"
-        return None
-
+        if isinstance(src, Number):
+            _number_check(b, src.container, src.key)
     # optimizer state tensors read by identity must still be the ones in the state
-    for obj, snap in tracer.stateful.values():
+    ids = {id(src.tensor) for src in captured}
+    for opt, snap in tracer.stateful.values():
         for p, (_, contents) in snap.items():
             for key, v in contents.items():
-                if any(src.tensor is v for src in tracer.sources if isinstance(src, Captured)):
-                    checks.append(_state_identity_check(obj, p, key, v))
-    return [check_captured, check_grads] + checks
+                if id(v) in ids:
+                    b.add(f"{b.const(opt)}.state.get({b.const(p)}, {{}}).get({key!r}) is "
+                          f"{b.const(v)}",
+                          f"{type(opt).__name__} state[{key!r}] tensor was replaced")
 
 
-def _number_check(container, key, typ):
-    def check(leaves, s):
-        v = container.get(key) if isinstance(container, dict) else container[key]
-        if type(v) is not typ:
-            return f"[{key!r}] type {typ.__name__} -> {type(v).__name__}"
-        return None
+def _captured_checks(b, t, name):
+    # the replay reads t._data afresh: new storage fits if shape, dtype and device are the
+    # same (model.to(device) swaps the storage, keeping the other two)
+    d0 = t._data
+    c = b.const(t)
+    b.add(f"{c}._data is {b.const(d0)} or ({c}._data.shape == {b.const(d0.shape)} and "
+          f"{c}._data.dtype is {b.const(d0.dtype)} and {c}._data.device == {b.const(d0.device)})",
+          lambda leaves, s: _storage_change(name, d0, t._data))
+    rg = t.requires_grad
+    b.add(_requires_grad(b.const(t), rg),
+          lambda leaves, s: f"{name}.requires_grad {rg} -> {t.requires_grad}")
 
-    return check
+
+def _storage_change(name, before, now):
+    if now.shape == before.shape and now.dtype == before.dtype:
+        return f"{name} device {before.device} -> {now.device}"
+    return f"{name} changed from {before.dtype}{list(before.shape)} to {now.dtype}{list(now.shape)}"
 
 
-def _state_identity_check(opt, p, key, t):
-    def check(leaves, s):
-        if opt.state.get(p, {}).get(key) is not t:
-            return f"{type(opt).__name__} state[{key!r}] tensor was replaced"
-        return None
+def _grad_checks(b, t, was_none, shape, name):
+    if was_none:
+        b.add(f"{b.const(t)}._grad is None", f"{name}.grad was None, now set")
+        return
+    b.add(f"{b.const(t)}._grad is not None", f"{name}.grad was set, now None")
+    b.add(f"{b.const(t)}._grad._data.shape == {b.const(torch.Size(shape))}",
+          lambda leaves, s: f"{name}.grad shape {shape} -> {tuple(t._grad.shape)}")
 
-    return check
+
+def _number_check(b, container, key):
+    typ = type(container[key])
+    c = b.const(container)
+    value = f"{c}.get({key!r})" if isinstance(container, dict) else f"{c}[{key!r}]"
+    b.add(f"type({value}) is {b.const(typ)}",
+          lambda leaves, s: f"[{key!r}] type {typ.__name__} -> "
+                            f"{type(_read(container, key)).__name__}")
+
+
+def _read(container, key):
+    return container.get(key) if isinstance(container, dict) else container[key]

@@ -6,7 +6,7 @@ import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
-from fusegrad.nn.module import Module, _addindent
+from fusegrad.nn.module import Module, _addindent, structure_changed
 
 __all__ = ["ModuleDict", "ModuleList", "Sequential"]
 
@@ -148,6 +148,7 @@ class ModuleList(Module):
         for i in range(len(self._modules), index, -1):
             self._modules[str(i)] = self._modules[str(i - 1)]
         self._modules[str(index)] = module
+        structure_changed()
 
     def pop(self, key):
         module = self[key]
@@ -190,6 +191,7 @@ class ModuleDict(Module):
 
     def __delitem__(self, key):
         del self._modules[key]
+        structure_changed()
 
     def __len__(self):
         return len(self._modules)

@@ -63,9 +63,18 @@ def _check_name(kind, name):
         raise KeyError(f'{kind} name can\'t be empty string ""')
 
 
-# Bumped on every attribute set/delete and registration on any Module: a compiled
-# function's guard compares one integer on replay and re-checks its modules only when it moved.
+# Bumped on every attribute set/delete and registration on any Module. A compiled function's
+# guard compares it with the value at which its module checks last passed, looks at its
+# modules again only when it moved, and re-arms when nothing it checks changed: a write costs
+# one look. Plain attribute writes count too, so that a check of what forward reads (Dropout
+# reads self.p) can join the module checks without narrowing what moves the counter.
 structure_version = [0]
+
+
+def structure_changed():
+    """For code that edits ``_modules``, ``_parameters`` or ``_buffers`` in place, past
+    ``__setattr__``: compiled guards must look at the modules again."""
+    structure_version[0] += 1
 
 
 class Module:
