@@ -185,7 +185,7 @@ class CompiledFunction:
         program.compile_times = {"trace": t_trace, "passes": t_passes,
                                  "codegen": program.codegen_time,
                                  "total": time.perf_counter() - t0}
-        sig = G.describe_signature(leaves, structure)
+        sig = G.describe_signature(leaves)
         if level >= 1:
             st = program.stats()
             debug.log(f"compiled {self.fn.__qualname__} for {sig}: {len(optimized.eqns)} ops, "

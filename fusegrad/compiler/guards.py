@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 from fusegrad.autograd import grad_mode
-from fusegrad.compiler.tracer import Captured, Number
+from fusegrad.compiler.ir.io import Captured, Number
 from fusegrad.nn.module import structure_version
 from fusegrad.primitives import fmt_shape
 
@@ -88,7 +88,7 @@ def _tensor_desc(t):
     return f"{str(t.dtype).replace('torch.', '')}{fmt_shape(t.shape)}"
 
 
-def describe_signature(leaves, structure) -> str:
+def describe_signature(leaves) -> str:
     args = ", ".join(_tensor_desc(t) + ("*" if t.requires_grad else "") for t in leaves)
     mode = "grad enabled" if grad_mode.is_grad_enabled() else "grad disabled"
     return f"({args}) {mode}"
