@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from fusegrad.compiler.aot import aot_compile, parse_ptxas_report
+from fusegrad.compiler.backends.triton.aot import aot_compile, parse_ptxas_report
 from fusegrad.runtime.kernels import Kernel, dump_kernels, load_kernel
 
 VADD_SRC = textwrap.dedent(

@@ -1,5 +1,5 @@
 """The index-expression algebra (fusegrad/_util/index.py) and the Triton codegen's
-coordinates on it (compiler/codegen_index.py): folding, rendering with only the
+coordinates on it (compiler/backends/triton/index.py): folding, rendering with only the
 parentheses Python needs, free symbols, masks derived from the coordinates an address
 uses, and rendered text that evaluates, as Python, to the expression's value."""
 
@@ -12,7 +12,7 @@ import torch
 from fusegrad import primitives as P
 from fusegrad._util import index as I
 from fusegrad._util.index import Sym, cdiv, conj, eq, evaluate, free_symbols, ge, lt, render
-from fusegrad.compiler import codegen_index as ix
+from fusegrad.compiler.backends.triton import index as ix
 
 x, y, z, B = Sym("x"), Sym("y"), Sym("z"), Sym("BLOCK")
 

@@ -65,7 +65,7 @@ def test_import_fusegrad_does_not_import_triton(tmp_path):
 
 def test_aot_compile_is_imported_on_first_use():
     import fusegrad.compiler as C
-    from fusegrad.compiler.aot import aot_compile
+    from fusegrad.compiler.backends.triton.aot import aot_compile
 
     assert C.aot_compile is aot_compile
     from fusegrad.compiler import aot_compile as again
@@ -152,7 +152,7 @@ def _kernel_cache(tmp_path, monkeypatch):
 
 
 def test_launch_records_declare_their_fields():
-    from fusegrad.compiler.codegen_triton import GeneratedKernel
+    from fusegrad.compiler.backends.triton.codegen import GeneratedKernel
     from fusegrad.runtime.launch import KernelLaunch
 
     names = {f.name for f in dataclasses.fields(KernelLaunch)}
@@ -239,7 +239,7 @@ def test_native_program_prepares_and_tunes_at_build_time(monkeypatch, _kernel_ca
     # the GPU path with the compiler and the timer replaced: every decision happens while
     # the program is built, and run() only calls the prepared launches
     from fusegrad.runtime import launch as L
-    from fusegrad.compiler.backends import triton as TB
+    from fusegrad.compiler.backends.triton import program as TB
 
     launched, timed = [], []
 
@@ -273,7 +273,7 @@ def test_native_program_prepares_and_tunes_at_build_time(monkeypatch, _kernel_ca
 
 
 def test_program_without_a_runtime_prepares_nothing(_kernel_cache):
-    from fusegrad.compiler.backends.triton import TritonProgram
+    from fusegrad.compiler.backends.triton.program import TritonProgram
 
     graph, (x, y) = _mlp_graph()
     prog = TritonProgram(graph)  # CPU tensors, no interpreter in this process

@@ -13,13 +13,13 @@ import fusegrad as fg
 import fusegrad.nn as nn
 import fusegrad.nn.functional as F
 from fusegrad.compiler import schedule as S
-from fusegrad.compiler.backends import triton_layout as TL
+from fusegrad.compiler.backends.triton import layout as TL
 from fusegrad.compiler.backends.cpu import count_calls
-from fusegrad.compiler.backends.triton import TritonProgram
+from fusegrad.compiler.backends.triton.program import TritonProgram
 from fusegrad.compiler.ir.cost import nbytes
 from fusegrad.compiler.ir import Eqn, Graph, Var
 from fusegrad.compiler.ir.io import Arg, Returned, WriteInPlace
-from fusegrad.compiler.codegen_triton import generate
+from fusegrad.compiler.backends.triton.codegen import generate
 from fusegrad.primitives import PRIMS, Kind, Primitive
 
 MB = 1e6

@@ -1,4 +1,4 @@
-"""Triton codegen (compiler/codegen_triton.py) without running kernels: readable modules
+"""Triton codegen (compiler/backends/triton/codegen.py) without running kernels: readable modules
 named after what they fuse, expressions from the primitive table, signatures that match the
 kernels, ahead-of-time builds for sm_80/sm_90 without spills, dumps and the debug ladder.
 Running the kernels is tests/test_triton_programs.py's job (it needs the interpreter)."""
@@ -11,11 +11,11 @@ import pytest
 import fusegrad as fg
 import fusegrad.nn as nn
 import fusegrad.nn.functional as F
-from fusegrad.compiler.backends import triton_layout as S
-from fusegrad.compiler.aot import aot_compile
+from fusegrad.compiler.backends.triton import layout as S
+from fusegrad.compiler.backends.triton.aot import aot_compile
 from fusegrad._util.index import render
-from fusegrad.compiler.codegen_emit import EMITTERS
-from fusegrad.compiler.codegen_triton import generate
+from fusegrad.compiler.backends.triton.emit import EMITTERS
+from fusegrad.compiler.backends.triton.codegen import generate
 from fusegrad.runtime.kernels import load_kernel
 from fusegrad.primitives import PRIMS, Kind
 

@@ -357,7 +357,7 @@ def test_chunks_cover_every_case():
 
 @pytest.mark.parametrize("chunk", range(len(CHUNKS)), ids=lambda i: "+".join(CHUNKS[i]))
 def test_interpreter_equals_eager_and_kernels_build(chunk, tmp_path, monkeypatch):
-    from fusegrad.compiler.aot import aot_compile
+    from fusegrad.compiler.backends.triton.aot import aot_compile
     from fusegrad.runtime.kernels import Kernel
 
     results = _run_chunk(CHUNKS[chunk], tmp_path / "interp")

@@ -103,9 +103,9 @@ def eager_bytes(graph) -> int:
 def static_figures(name, size):
     """Schedule the case (cpu backend, two calls) and build every kernel for sm_90."""
     from fusegrad.compiler import schedule
-    from fusegrad.compiler.backends import triton_layout as S
-    from fusegrad.compiler.aot import aot_compile
-    from fusegrad.compiler.codegen_triton import generate
+    from fusegrad.compiler.backends.triton import layout as S
+    from fusegrad.compiler.backends.triton.aot import aot_compile
+    from fusegrad.compiler.backends.triton.codegen import generate
 
     fn, make, _ = CASES[name](fusegrad, size)
     step = fusegrad.compile(fn, backend="cpu")

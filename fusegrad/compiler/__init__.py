@@ -10,7 +10,7 @@ def __getattr__(name):
     # aot_compile needs triton; importing it here on first use keeps `import fusegrad` free
     # of a GPU compiler that eager code and the cpu backend never touch
     if name == "aot_compile":
-        from fusegrad.compiler.aot import aot_compile
+        from fusegrad.compiler.backends.triton.aot import aot_compile
 
         globals()[name] = aot_compile
         return aot_compile

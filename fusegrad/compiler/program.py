@@ -18,7 +18,7 @@ from fusegrad.compiler.ir import Graph, Var
 # never loads Triton
 BACKENDS = {
     "cpu": ("fusegrad.compiler.backends.cpu", "CpuProgram"),
-    "triton": ("fusegrad.compiler.backends.triton", "TritonProgram"),
+    "triton": ("fusegrad.compiler.backends.triton.program", "TritonProgram"),
 }
 
 

@@ -9,7 +9,7 @@ arguments.
 ``deps`` holds the dependency analysis, ``fuse`` the greedy fusion driver, ``group`` the
 Group record and kernel naming. What may share a kernel is the backend's decision: it
 passes its fusion rules to :func:`schedule` (the Triton tile model lives in
-``fusegrad.compiler.backends.triton_layout``).
+``fusegrad.compiler.backends.triton.layout``).
 """
 
 from fusegrad.compiler.schedule.deps import Analysis, NoFuse, group_io, io_bytes

@@ -4,13 +4,13 @@ The skeleton (``Segment``) is the Triton tutorials' ``pid / offsets / mask``, on
 tile: ``offs0`` (rows, shape [BLOCK_0, 1]) and ``offs1`` (columns, [1, BLOCK_1]); every
 value of the kernel is a 2-D block that varies along the axes its dims live on (see
 ``schedule.Layout``), so Triton's broadcasting lines them up. Values are SSA ``tmpN``
-variables, written by the emitter of each equation's kind (``codegen_emit``) from its
+variables, written by the emitter of each equation's kind (``emit``) from its
 primitive's record (the one rule table).
 
 Program ids, offsets, coordinates, addresses and masks are ``fusegrad._util.index``
 expressions, rendered only when a line is written. Loads fold views into their address;
 the mask of a load or store is derived from the coordinates its address uses
-(``codegen_index.mask_of``). The number of programs is one expression (``Grid``): the
+(``index.mask_of``). The number of programs is one expression (``Grid``): the
 launcher evaluates it, a multi-tensor kernel's dispatch renders it.
 """
 
@@ -24,10 +24,10 @@ import torch
 
 from fusegrad._util import index
 from fusegrad._util.index import Sym, add, cdiv, floordiv, lt, mod, mul, render, sub
-from fusegrad.compiler import codegen_emit as emit
-from fusegrad.compiler import codegen_index as ix
+from fusegrad.compiler.backends.triton import emit
+from fusegrad.compiler.backends.triton import index as ix
 from fusegrad.compiler.ir import Var
-from fusegrad.compiler.backends.triton_layout import Layout, next_pow2
+from fusegrad.compiler.backends.triton.layout import Layout, next_pow2
 from fusegrad.compiler.schedule import Group
 from fusegrad.primitives import Kind
 from fusegrad.runtime.kernels import Kernel
@@ -172,7 +172,7 @@ class Segment:
     """The skeleton of one layout's code (a whole kernel, or one part of a multi-tensor
     one): program ids, tile axes and the coordinates of the classes laid on them, values,
     loads and stores. What each equation computes is written by the emitter of its kind
-    (``codegen_emit.EMITTERS``)."""
+    (``emit.EMITTERS``)."""
 
     def __init__(self, kw, group: Group, grid: Grid, pre: str, indent: str):
         self.kw = kw

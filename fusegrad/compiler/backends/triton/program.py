@@ -1,7 +1,7 @@
 """The ``triton`` backend: the schedule's kernels, launched in order by generated Python.
 
 ``TritonProgram(graph)`` schedules the graph (``compiler.schedule``), generates one Triton
-kernel per group (``compiler.codegen_triton``) and writes a launcher, ``run(args)``, that
+kernel per group (``backends.triton.codegen``) and writes a launcher, ``run(args)``, that
 reads the inputs (arguments, captured parameters, ``.grad`` fields, optimizer state, and
 Python numbers such as ``lr`` afresh on every call), computes the host-side number
 arithmetic, launches each kernel on its grid, and hands the results back exactly as
@@ -34,11 +34,11 @@ import torch
 
 from fusegrad._util import dtypes
 from fusegrad.compiler import schedule as S
-from fusegrad.compiler.backends import triton_layout
+from fusegrad.compiler.backends.triton import layout as triton_layout
 from fusegrad.compiler.backends.cpu import count_calls
 from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, read_source,
                                               return_line, write_sink)
-from fusegrad.compiler.codegen_triton import generate
+from fusegrad.compiler.backends.triton.codegen import generate
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, WriteGradInPlace,
                                      WriteInPlace)

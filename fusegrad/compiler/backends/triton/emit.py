@@ -1,6 +1,6 @@
 """Emitters: the Triton code of one equation (or one loop) on a kernel skeleton.
 
-``codegen_triton.Segment`` is the skeleton: program ids, tile axes and their coordinates,
+``codegen.Segment`` is the skeleton: program ids, tile axes and their coordinates,
 values, loads and stores. The functions here write what each kind of primitive computes,
 reading the primitive's record, never its name: pointwise kinds spell the record's
 ``triton`` template, reductions its ``reduce`` (block reduction, looped combine, neutral
@@ -16,7 +16,7 @@ import torch
 
 from fusegrad._util import index
 from fusegrad._util.index import Sym, add, floordiv, ge, lt, mod, mul, render, sub
-from fusegrad.compiler import codegen_index as ix
+from fusegrad.compiler.backends.triton import index as ix
 from fusegrad.primitives import Kind, result_dtype
 
 # --------------------------------------------------------------------------- pointwise
