@@ -13,7 +13,7 @@ from fusegrad.compiler import autodiff as AD
 from fusegrad.compiler import guards as G
 from fusegrad.compiler import passes
 from fusegrad.compiler.ir import Graph
-from fusegrad.compiler.program import Program
+from fusegrad.compiler.program import BACKENDS, Program
 from fusegrad.compiler.tracer import GraphBreak, trace
 from fusegrad.tensor import Tensor
 
@@ -60,9 +60,10 @@ class CompiledFunction:
         if fallback not in ("error", "eager"):
             raise ValueError(f"fusegrad.compile: fallback must be 'error' or 'eager', "
                              f"got {fallback!r}")
-        if backend not in (None, "cpu", "triton", "eager"):
+        if backend is not None and backend != "eager" and backend not in BACKENDS:
+            names = ", ".join(repr(b) for b in (None, *BACKENDS, "eager"))
             raise ValueError(f"fusegrad.compile: unknown backend {backend!r}; expected one of "
-                             "None, 'cpu', 'triton', 'eager'")
+                             f"{names}")
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.backend = backend
