@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from fusegrad.autograd.grad_mode import _mode
+from fusegrad.dispatch import current
 from fusegrad.ops import _shape_arg, full, full_like, ones, ones_like, zeros, zeros_like
-from fusegrad.tensor import Tensor, trace_state
+from fusegrad.tensor import Tensor
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "from_torch", "empty", "empty_like", "eye",
            "arange", "linspace", "rand", "randn", "randint", "rand_like", "randn_like",
@@ -16,9 +17,11 @@ __all__ = ["tensor", "as_tensor", "from_numpy", "from_torch", "empty", "empty_li
 
 def _wrap(data, requires_grad=False):
     t = Tensor._make(data)
-    tracer = trace_state.tracer
-    if tracer is not None:
-        tracer.note_constant(t)  # made inside a compiled function: part of the program
+    current().note_constant(t)  # made inside a compiled function: part of the program
+    return _leaf(t, requires_grad)
+
+
+def _leaf(t, requires_grad):
     if _mode.inference:
         t._inference = True
     if requires_grad:
@@ -75,12 +78,9 @@ def empty(*size, dtype=None, device=None, requires_grad=False, **_):
 def _random(make, shape, dtype, device, requires_grad=False):
     """A random tensor from torch's generator; inside a compiled function, a graph input
     drawn afresh on every call (in trace order), never a constant of the trace."""
-    tracer = trace_state.tracer
-    if tracer is None:
-        return _wrap(make(), requires_grad)
-    dtype = dtype or torch.get_default_dtype()
-    t = tracer.random_input(make, tuple(shape), dtype, torch.device(device or "cpu"))
-    return t.requires_grad_(True) if requires_grad else t
+    data = current().random_input(make, tuple(shape), dtype or torch.get_default_dtype(),
+                                  torch.device(device or "cpu"))
+    return _leaf(Tensor._make(data), requires_grad)
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False, generator=None):

@@ -15,7 +15,8 @@ from fusegrad import primitives as P
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.autograd.node import CompositeNode, Node, SavedTensor, node_class
 from fusegrad.primitives import Scalar, check, normalize_dims
-from fusegrad.tensor import Tensor, apply, trace_state
+from fusegrad.dispatch import apply, check_inplace, constant, current, is_symbolic
+from fusegrad.tensor import Tensor
 
 _builtin_slice = builtins.slice
 _sum = builtins.sum
@@ -210,7 +211,7 @@ greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
 def where(condition, x, y):
-    return apply(P.where, condition, _t(x), _t(y))
+    return apply(P.where, _t(condition), _t(x), _t(y))
 
 
 def clamp(x, min=None, max=None):
@@ -343,8 +344,7 @@ def min(x, dim=None, keepdim=False):
 def _picks_by_index(x):
     """Whether max/min(x, dim) must route its gradient through the returned indices (only
     needed when it is differentiated; amax is cheaper but splits ties)."""
-    return x.dtype.is_floating_point and x.dim() > 0 and (
-        trace_state.tracer is not None or (_mode.enabled and x.requires_grad))
+    return x.dtype.is_floating_point and x.dim() > 0 and _mode.enabled and x.requires_grad
 
 
 def _pick(x, dim, keepdim, indices):
@@ -417,7 +417,7 @@ def _infer_shape(x, shape):
 def _copies(x, shape):
     """Whether ``x.reshape(shape)`` must copy (known in eager only: a trace has no strides)."""
     d = x._data
-    if not isinstance(d, torch.Tensor) or d.is_contiguous():
+    if is_symbolic(d) or d.is_contiguous():
         return False
     try:
         d.view(shape)
@@ -587,8 +587,7 @@ def _advanced_index(x, idx):
     # gathers by index tensors are data-dependent: eager only, and not differentiable
     check(not x.requires_grad or not _mode.enabled, lambda: "indexing with tensors is not "
           "differentiable in fusegrad; index a detached tensor or use basic slicing")
-    if trace_state.tracer is not None:
-        trace_state.tracer.graph_break("indexing with a tensor", x)
+    current().graph_break("indexing with a tensor")
     key = tuple(i._data if isinstance(i, Tensor) else i for i in idx)
     return Tensor._make(x._data[key])
 
@@ -596,15 +595,12 @@ def _advanced_index(x, idx):
 def setitem(x, idx, value):
     if isinstance(value, Tensor) and value.requires_grad and _mode.enabled:
         raise RuntimeError("__setitem__ with a value that requires grad is not supported")
-    from fusegrad.tensor import _check_inplace
-
-    _check_inplace(x)
+    check_inplace(x)
     if x.requires_grad and _mode.enabled:
         raise RuntimeError(
             "__setitem__ on a tensor that requires grad is not supported; use torch.where or "
             "do it under no_grad()")
-    if trace_state.tracer is not None:
-        trace_state.tracer.graph_break("Tensor.__setitem__", x)
+    current().graph_break("Tensor.__setitem__")
     key = idx._data if isinstance(idx, Tensor) else idx
     if isinstance(key, tuple):
         key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
@@ -762,11 +758,11 @@ def ones_like(x, *, dtype=None, device=None, requires_grad=False):
 
 def iota(shape, dim, *, dtype=torch.int64, device="cpu"):
     """Indices along ``dim`` broadcast to ``shape`` (for one-hot masks inside a graph)."""
-    n = shape[dim]
     view = [1] * len(shape)
-    view[dim] = n
-    r = Tensor._make(torch.arange(n, dtype=dtype, device=device).reshape(view))
-    return expand(r, shape)
+    view[dim] = shape[dim]
+    # Triton kernels make only uniform fills: the indices are a constant of any trace
+    r = constant(P.iota, n=shape[dim], dtype=dtype, device=torch.device(device))
+    return expand(reshape(r, view), shape)
 
 
 # --------------------------------------------------------------------------- conversions
@@ -806,10 +802,11 @@ def type_as(x, other):
 
 def contiguous(x, memory_format=None):
     d = x._data
-    if trace_state.tracer is not None or d.is_contiguous():
-        return x  # in a trace, layout is the compiler's business
+    if is_symbolic(d) or d.is_contiguous():
+        return x  # a traced value has no layout: that is the compiler's business
     out = apply(P.copy, x)  # CloneBackward0, as PyTorch's contiguous()
-    out._data = out._data.contiguous()  # clone keeps a transposed layout; this copy does not
+    if not is_symbolic(out._data):  # clone keeps a transposed layout; this copy does not
+        out._data = out._data.contiguous()
     return out
 
 

@@ -1,110 +1,24 @@
 """``fusegrad.Tensor``: a ``torch.Tensor`` storage (or, while tracing, a symbolic value)
 plus fusegrad's own autograd state.
 
-Every op goes through :func:`apply`, the one bridge between the primitive table, the
-tracer and the autograd engine.
+Ops reach tensors through ``fusegrad.dispatch``; what a tensor does besides holding data
+(its ``.grad`` field, giving its value to Python) goes through the current interpreter's
+effects (``fusegrad.interpreter``), the same code eagerly and under a trace.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import warnings
 import weakref
 
 import torch
 
 from fusegrad.autograd import grad_mode
-from fusegrad.autograd.node import AccumulateGrad, Node, SavedTensor, node_class
-from fusegrad.primitives import aval_of, is_float
+from fusegrad.autograd.node import AccumulateGrad
+from fusegrad.interpreter import current, is_symbolic
+from fusegrad.primitives import is_float
 
 _mode = grad_mode._mode
-
-
-class _Trace(threading.local):
-    def __init__(self):
-        self.tracer = None  # fusegrad.compiler.tracer.Tracer while a trace runs
-
-
-trace_state = _Trace()
-_profile = [None]  # the active autograd.profiler.profile, if any
-
-
-def apply(prim, *args, grad_name=None, scalar_edges=True, **params):
-    """Run primitive ``prim`` on tensors/numbers ``args`` and record it for autograd."""
-    tracer = trace_state.tracer
-    if tracer is not None:
-        data = tracer.record(prim, args, params)
-    else:
-        datas = [a._data if isinstance(a, Tensor) else a for a in args]
-        prof = _profile[0]
-        if prof is not None:
-            data = prof.run(prim, datas, params)
-        else:
-            try:
-                data = prim.impl(*datas, **params)
-            except (RuntimeError, IndexError, TypeError, ValueError) as e:
-                raise_op_error(prim, datas, params, e)
-    out = Tensor._make(data)
-    if prim.is_view and tracer is None:
-        src = args[0]
-        if data.untyped_storage().data_ptr() == src._data.untyped_storage().data_ptr():
-            out._vc = src._vc  # a view shares its base's version counter
-            out._base = src if src._base is None else src._base
-    if _mode.enabled and prim.vjp is not None:
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        if True in needs:
-            record_node(prim, args, params, out, needs, grad_name, scalar_edges)
-    elif _mode.inference:
-        out._inference = True
-    return out
-
-
-def raise_op_error(prim, datas, params, err):
-    """Re-raise an ATen failure as the primitive's own clear error when its meta rule has one."""
-    prim.meta(*datas, **params)  # raises the op's message (op name, shapes, dtypes)
-    raise type(err)(f"{prim.name}: {err}") from err
-
-
-def record_node(prim, args, params, out, needs, grad_name=None, scalar_edges=True):
-    from fusegrad.autograd.engine import gradient_edge
-
-    cls = node_class(grad_name or prim.grad_name)
-    node = cls.__new__(cls)
-    # PyTorch's nodes have no edge for some operands (where's condition)
-    keep = [i for i, a in enumerate(args) if (scalar_edges or isinstance(a, Tensor))
-            and i not in prim.nondiff_args]
-    Node.__init__(node, [
-        gradient_edge(args[i]) if isinstance(args[i], Tensor) and needs[i] else (None, 0)
-        for i in keep
-    ])
-    node.prim = prim
-    node.params = params
-    node.avals = [aval_of(a) for a in args]
-    node.needs_input_grad = needs
-    saves = prim.saves
-    for i in saves:
-        if i != "out" and isinstance(args[i], Tensor) and args[i]._inference:
-            raise RuntimeError(INFERENCE_SAVE)
-    node._saved = [
-        (SavedTensor(a) if i in saves else None) if isinstance(a, Tensor) else a
-        for i, a in enumerate(args)
-    ]
-    node._freed = False
-    node.metadata["out_shape"] = out.shape
-    node.metadata["out_dtype"] = out.dtype
-    if len(keep) != len(args):
-        node.metadata["keep"] = keep
-    out.grad_fn = node
-    node._out = SavedTensor(out, node) if "out" in saves else None
-    return node
-
-
-INFERENCE_SAVE = (
-    "Inference tensors cannot be saved for backward. Please do not use Tensors created in "
-    "inference mode in computation tracked by autograd. To work around this, you can make a "
-    "clone to get a normal tensor and use it in autograd, or use `torch.no_grad()` instead of "
-    "`torch.inference_mode()`.")
 
 
 class Tensor:
@@ -194,10 +108,7 @@ class Tensor:
                 ".retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
                 "mistake, make sure you access the leaf Tensor instead.", UserWarning,
                 stacklevel=2)
-        tracer = trace_state.tracer
-        if tracer is not None:
-            return tracer.read_grad(self)
-        return self._grad
+        return current().read_grad(self)
 
     @grad.setter
     def grad(self, value):
@@ -220,11 +131,7 @@ class Tensor:
                     f"attempting to assign a gradient of size '{list(value.shape)}' to a tensor "
                     f"of size '{list(self.shape)}'. Please ensure that the gradient and the "
                     "tensor are the same size")
-        tracer = trace_state.tracer
-        if tracer is not None:
-            tracer.write_grad(self, value)
-        else:
-            self._grad = value
+        current().write_grad(self, value)
 
     def _retains_grad(self):
         node = self.grad_fn
@@ -239,15 +146,7 @@ class Tensor:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         if self.grad_fn is None:
             return  # leaves always keep their .grad
-        if trace_state.tracer is not None:
-            raise RuntimeError(
-                "fusegrad.compile: retain_grad() inside a compiled function is not supported "
-                "(the tensor it would fill lives only inside the trace); return the value you "
-                "need, or call retain_grad outside the compiled function")
-        node = self.grad_fn
-        if node._retains is None:
-            node._retains = {}
-        node._retains[self._output_nr] = weakref.ref(self)
+        current().retain_grad(self)
 
     def register_hook(self, hook):
         """Call ``hook(grad)`` whenever a gradient for this tensor is computed."""
@@ -383,9 +282,7 @@ class Tensor:
     # These need the tensor's value; under a trace they are graph breaks.
 
     def _concrete(self, what):
-        tracer = trace_state.tracer
-        if tracer is not None:
-            tracer.graph_break(what, self)
+        current().graph_break(what)
         return self._data
 
     def item(self):
@@ -439,8 +336,7 @@ class Tensor:
         return (self[i] for i in range(self.shape[0]))
 
     def __repr__(self, *, tensor_contents=None):
-        tracer = trace_state.tracer
-        if tracer is not None and not isinstance(self._data, torch.Tensor):
+        if is_symbolic(self._data):
             return f"Tensor(symbolic {self._data})"
         body = repr(self._data)
         if self.grad_fn is not None:
@@ -504,108 +400,3 @@ def _add_suffix(body, suffix):
 
 def is_tensor(x) -> bool:
     return isinstance(x, Tensor)
-
-
-def _check_inplace(t):
-    if _mode.enabled and t.grad_fn is None and t._requires_grad:
-        raise RuntimeError(
-            "a leaf Variable that requires grad is being used in an in-place operation.")
-    base = t._base
-    if _mode.enabled and base is not None and base.grad_fn is None and base._requires_grad:
-        raise RuntimeError(
-            "a view of a leaf Variable that requires grad is being used in an in-place "
-            "operation.")
-    if t._inference and not _mode.inference:
-        raise RuntimeError(
-            "Inplace update to inference tensor outside InferenceMode is not allowed.You can "
-            "make a clone to get a normal tensor before doing inplace update.See "
-            "https://github.com/pytorch/rfcs/pull/17 for more details.")
-
-
-def apply_inplace(prim, t, *args, grad_name=None, **params):
-    """Run ``prim`` and write the result into ``t``: the version bumps and, when autograd
-    records it, ``t``'s history continues from the new node."""
-    _check_inplace(t)
-    tracer = trace_state.tracer
-    if tracer is not None:
-        out = apply(prim, t, *args, grad_name=grad_name, **params)
-        tracer.write(t, out)
-    else:
-        needs_grad = _mode.enabled and prim.vjp is not None and any(
-            isinstance(a, Tensor) and a.requires_grad for a in (t, *args))
-        if not needs_grad and prim.inplace is not None and not params:
-            datas = [a._data if isinstance(a, Tensor) else a for a in args]
-            try:
-                getattr(t._data, prim.inplace)(*datas)
-            except (RuntimeError, IndexError, TypeError) as e:
-                raise_op_error(prim, [t._data, *datas], params, e)
-            t._vc[0] += 1
-            return t
-        if needs_grad and t._base is not None:
-            # the base would not see the new history (PyTorch's CopySlices is not built)
-            raise RuntimeError(
-                f"{prim.name}_: in-place operations on a view are not supported when autograd "
-                "records them; use the out-of-place op instead")
-        out = apply(prim, t, *args, grad_name=grad_name, **params)
-        if out.dtype != t.dtype:
-            raise RuntimeError(
-                f"result type {str(out.dtype).replace('torch.', '').capitalize()} can't be "
-                f"cast to the desired output type "
-                f"{str(t.dtype).replace('torch.', '').capitalize()}")
-        node = out.grad_fn
-        if node is not None and isinstance(node._saved[0], SavedTensor) and \
-                node._saved[0].tensor is t:
-            # the rule needs t as it was before this write: PyTorch's original_self
-            old = Tensor._make(t._data.clone(), grad_fn=t.grad_fn, output_nr=t._output_nr)
-            old._requires_grad = t._requires_grad
-            node._saved[0] = SavedTensor(old)
-        t._data.copy_(out._data)
-        if node is not None:
-            # the node's saved output must refer to t's storage and version
-            t.grad_fn, t._output_nr = node, 0
-            saved = node._out
-            if saved is not None:
-                saved.data, saved.vc = t._data, t._vc
-            t._vc[0] += 1
-            if saved is not None:
-                saved.version = t._vc[0]
-            return t
-    # (an untracked write leaves older nodes' saved versions alone: backward through them
-    # must raise, as in PyTorch)
-    t._vc[0] += 1
-    return t
-
-
-# --------------------------------------------------------------------------- compiler hooks
-# Stateful library code (optimizers) calls these so that a compiled step can lift its
-# Python numbers to graph inputs and write its state back after each replay.
-
-
-def scalar_input(container, key, lift=True):
-    """``container[key]`` (a Python number); under a trace with ``lift``, a graph input read
-    afresh on every call, so that changing it (an optimizer's ``lr``) needs no retrace."""
-    tracer = trace_state.tracer
-    if tracer is None:
-        return container[key]
-    return tracer.lift_scalar(container, key, lift)
-
-
-@contextlib.contextmanager
-def provenance(tag):
-    """Ops recorded inside carry ``tag`` (``optimizer=SGD``): kernels are named from it."""
-    tracer = trace_state.tracer
-    if tracer is None:
-        yield
-        return
-    prev, tracer.tag = tracer.tag, tag
-    try:
-        yield
-    finally:
-        tracer.tag = prev
-
-
-def note_stateful(obj):
-    """Tell a running trace that ``obj`` (an optimizer) may mutate its ``state`` dict."""
-    tracer = trace_state.tracer
-    if tracer is not None:
-        tracer.watch_stateful(obj)

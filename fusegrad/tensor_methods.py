@@ -12,7 +12,8 @@ from fusegrad import ops as O
 from fusegrad import primitives as P
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.primitives import Scalar
-from fusegrad.tensor import Tensor, _check_inplace, apply_inplace, trace_state
+from fusegrad.dispatch import apply_inplace, assign, check_inplace, current
+from fusegrad.tensor import Tensor
 
 
 # --------------------------------------------------------------------------- in-place
@@ -60,12 +61,11 @@ sqrt_ = _inplace_unary(P.sqrt)
 
 
 def fill_(self, value, *, grad_name=None):
-    _check_inplace(self)
+    check_inplace(self)
     tracked = _mode.enabled and (self.requires_grad or (
         isinstance(value, Tensor) and value.requires_grad))
-    if trace_state.tracer is None and not tracked:
-        self._data.fill_(value._data if isinstance(value, Tensor) else value)
-        self._vc[0] += 1
+    if not tracked and current().mutate(
+            self, "fill_", [value._data if isinstance(value, Tensor) else value]):
         return self
     if isinstance(value, Scalar):
         return _write(self, O.full_like(self, value), grad_name or "FillBackward2")
@@ -77,12 +77,12 @@ def zero_(self):
 
 
 def copy_(self, src, non_blocking=False):
-    _check_inplace(self)
+    check_inplace(self)
     src = O._t(src)
-    if trace_state.tracer is None and not (_mode.enabled and (self.requires_grad or (
-            isinstance(src, Tensor) and src.requires_grad))):
-        self._data.copy_(src._data if isinstance(src, Tensor) else src)
-        self._vc[0] += 1
+    tracked = _mode.enabled and (self.requires_grad or (
+        isinstance(src, Tensor) and src.requires_grad))
+    if not tracked and current().mutate(
+            self, "copy_", [src._data if isinstance(src, Tensor) else src]):
         return self
     value = O.expand(O.cast(src, self.dtype), self.shape)
     if tuple(value.shape) == tuple(self.shape) and value is src:
@@ -92,10 +92,6 @@ def copy_(self, src, non_blocking=False):
 
 def _write(self, value, grad_name):
     """Make ``value`` the new content of ``self`` (functional form of an in-place write)."""
-    if trace_state.tracer is not None:
-        trace_state.tracer.write(self, value)
-        self._vc[0] += 1
-        return self
     if _mode.enabled and (self.requires_grad or value.requires_grad):
         if self._base is not None:
             # the base would not see the new history (PyTorch's CopySlices is not built)
@@ -104,12 +100,8 @@ def _write(self, value, grad_name):
                 "autograd records them; use the out-of-place op instead")
         # one node, named as PyTorch's, that sends the old content a zero gradient
         value = O.apply(P.where, O.zeros_like(self, dtype=torch.bool), self, value,
-                      grad_name=grad_name)
-    self._data.copy_(value._data)
-    self._vc[0] += 1
-    if value.grad_fn is not None and _mode.enabled:
-        self.grad_fn, self._output_nr = value.grad_fn, value._output_nr
-    return self
+                        grad_name=grad_name)
+    return assign(self, value)
 
 
 # --------------------------------------------------------------------------- Tensor methods

@@ -64,7 +64,8 @@ def test_no_phase_compares_a_prim_name_with_a_string():
 LAYERS = [
     ("_util",),
     ("primitives",),
-    ("autograd", "tensor"),
+    ("interpreter",),
+    ("autograd", "tensor", "dispatch"),
     ("ops", "factories", "tensor_methods", "primitives.vjp"),
     ("nn", "optim", "serialization"),
     ("runtime",),

@@ -75,6 +75,8 @@ def _samples(m: Maker):
                    ((t(2, 1, 3, 4), t(3, 4, 2)), {})],
         "full": [((), {"shape": (2, 3), "value": 1.5, "dtype": torch.float64,
                        "device": torch.device("cpu")})],
+        "iota": [((), {"n": 5, "dtype": torch.int64, "device": torch.device("cpu")}),
+                 ((), {"n": 0, "dtype": torch.float32, "device": torch.device("cpu")})],
     }
     for name in ["eq", "ne", "lt", "le", "gt", "ge"]:
         s[name] = bi()

@@ -12,6 +12,7 @@ import threading
 
 from fusegrad.autograd import grad_mode
 from fusegrad.autograd.node import AccumulateGrad, Node
+from fusegrad.interpreter import current
 
 
 class _State(threading.local):
@@ -39,19 +40,10 @@ def gradient_edge(t):
     return None, 0
 
 
-TRACED_OBSERVER_HOOK = (
-    "fusegrad.compile: a tensor hook that returns None only observes the gradient, and its "
-    "side effects would run once, at trace time, not on every call. Return the (new) "
-    "gradient from the hook, or register it outside the compiled function.")
-
-
 def _call_hook(hook, g):
     r = hook(g)
     if r is None:
-        from fusegrad.tensor import trace_state
-
-        if trace_state.tracer is not None:
-            raise RuntimeError(TRACED_OBSERVER_HOOK)
+        current().observer_hook()
     return r
 
 
@@ -69,19 +61,14 @@ def accumulate_grad(t, g):
     g = _leaf_hooks(t, g)
     if g is None:
         return
-    from fusegrad.tensor import trace_state
-
-    tracer = trace_state.tracer
-    old = t._grad if tracer is None else tracer.read_grad(t)
+    interp = current()
+    old = interp.read_grad(t)
     if old is None:
         # own the buffer: the incoming gradient may alias another tensor's (add's vjp
-        # passes the same gradient to both inputs); traced values are immutable SSA
-        t._grad = g if g.requires_grad else g._detached_copy() if tracer is None else g.detach()
-    elif creating_graph() or g.requires_grad or tracer is not None:
+        # passes the same gradient to both inputs)
+        t._grad = g if g.requires_grad else g._make(interp.snapshot(g._data))
+    elif creating_graph() or g.requires_grad or not interp.mutate(old, "add_", [g._data]):
         t._grad = old + g
-    else:
-        old._data.add_(g._data)
-        old._vc[0] += 1
     for hook in t._post_acc_hooks or ():
         if hook(t) is not None:
             raise RuntimeError("Tensor post accumulate grad hooks should return None.")
@@ -102,8 +89,8 @@ def _apply_tensor_hooks(node, grads):
             if t is not None and grads[nr] is not None:
                 g = grads[nr] if creating_graph() else grads[nr].detach()
                 # accumulates over backward calls, out of place as PyTorch's retain_grad hook
-                t._grad = (g if creating_graph() else g._detached_copy()) if t._grad is None \
-                    else t._grad + g
+                t._grad = (g if creating_graph() else g._make(current().snapshot(g._data))) \
+                    if t._grad is None else t._grad + g
 
 
 def _collect(roots):
@@ -152,10 +139,8 @@ def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
     With ``accumulate`` the gradients go into ``.grad`` (of ``inputs`` only, when given);
     without it they are returned, one per input, as ``autograd.grad`` does.
     """
-    from fusegrad.tensor import trace_state
-
-    if trace_state.tracer is not None:
-        trace_state.tracer.ran_backward = True
+    interp = current()
+    interp.note_backward()
     root_edges = []
     for i, (t, g) in enumerate(roots):
         node, nr = gradient_edge(t)
@@ -165,10 +150,11 @@ def run_backward(roots, inputs=None, *, accumulate=True, retain_graph=False,
         root_edges.append((node, nr, g))
 
     targets = {}
-    if inputs is not None and accumulate and trace_state.tracer is None:
+    if inputs is not None and accumulate:
         for t in inputs:
             if t.grad_fn is not None:
-                t.retain_grad()  # backward(inputs=[non_leaf]) retains its grad, as in PyTorch
+                # backward(inputs=[non_leaf]) retains its grad, as in PyTorch
+                interp.retain_grad(t, by_backward=True)
     if inputs is not None:
         for t in inputs:
             node, nr = gradient_edge(t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+from fusegrad.interpreter import Wrapper, current, interpreting
 
 
 class FunctionEventAvg:
@@ -54,6 +55,20 @@ def _fmt_us(us):
     return f"{us:.3f}us"
 
 
+class _Timed(Wrapper):
+    """Times each primitive the interpreter it wraps runs, as one ``aten::<op>`` event."""
+
+    def __init__(self, inner, events):
+        super().__init__(inner)
+        self.events = events
+
+    def run(self, prim, args, params):
+        t0 = time.perf_counter()
+        out = self.inner.run(prim, args, params)
+        self.events["aten::" + prim.aten_name].append((time.perf_counter() - t0) * 1e6)
+        return out
+
+
 class profile:  # noqa: N801  (PyTorch's name)
     """Context manager recording one event per primitive call (named ``aten::<op>``)."""
 
@@ -63,32 +78,15 @@ class profile:  # noqa: N801  (PyTorch's name)
         self._events = defaultdict(list)
 
     def __enter__(self):
-        # the list itself: `from fusegrad import tensor` would give the factory function
-        from fusegrad.tensor import _profile
-
         if self.enabled:
-            self._prev = _profile[0]
-            _profile[0] = self
+            self._scope = interpreting(_Timed(current(), self._events))
+            self._scope.__enter__()
         return self
 
     def __exit__(self, *exc):
-        from fusegrad.tensor import _profile
-
         if self.enabled:
-            _profile[0] = self._prev
+            self._scope.__exit__(*exc)
         return False
-
-    def run(self, prim, datas, params):
-        from fusegrad.tensor import raise_op_error
-
-        t0 = time.perf_counter()
-        try:
-            out = prim.impl(*datas, **params)
-        except (RuntimeError, IndexError, TypeError, ValueError) as e:
-            raise_op_error(prim, datas, params, e)
-        self._events["aten::" + prim.aten_name].append(
-            (time.perf_counter() - t0) * 1e6)
-        return out
 
     def key_averages(self, group_by_input_shape=False):
         out = EventList()

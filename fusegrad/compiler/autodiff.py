@@ -33,7 +33,8 @@ from fusegrad.compiler.program import Program
 from fusegrad.compiler.ir.io import Arg, Captured, Const, Number, Residual, Returned
 from fusegrad.compiler.tracer import Tracer
 from fusegrad.primitives import aval_of, is_float
-from fusegrad.tensor import Tensor, trace_state
+from fusegrad.dispatch import interpreting
+from fusegrad.tensor import Tensor
 
 CREATE_GRAPH = (
     "fusegrad.compile: create_graph=True through the outputs of a compiled function is not "
@@ -99,7 +100,7 @@ def vjp(graph: Graph, diff_inputs, diff_outputs, *, verify=False) -> VJP:
         ct = Tensor._make(rec.tracer.add_input(Var(v.shape, v.dtype, v.device), _Cotangent(k)))
         if isinstance(v, Var) and v in active:
             cts[v] = ct if v not in cts else cts[v] + ct
-    with _recording(rec.tracer), grad_mode.no_grad():
+    with interpreting(rec.tracer), grad_mode.no_grad():
         for e in reversed(graph.eqns):
             g = cts.pop(e.out, None)
             if g is None:
@@ -127,17 +128,6 @@ def _active(graph, ins):
                 and any(x in active for x in e.vars()):
             active.add(e.out)
     return active
-
-
-class _recording:
-    def __init__(self, tracer):
-        self.tracer = tracer
-
-    def __enter__(self):
-        self.prev, trace_state.tracer = trace_state.tracer, self.tracer
-
-    def __exit__(self, *exc):
-        trace_state.tracer = self.prev
 
 
 class _Pending:
@@ -399,7 +389,7 @@ def _replay(tracer, graph, targets, outs, verify) -> VJP:
     bt.env = dict(tracer.env)  # the call's tensors read as the forward's values, not captured
     cts = [Tensor._make(bt.add_input(Var(t.shape, t.dtype, t.device), _Cotangent(k)))
            for k, t in enumerate(outs)]
-    with _recording(bt):
+    with interpreting(bt):
         # boundary: the run stops at the inputs, whose own hooks and graph stay outside
         grads = run_backward(list(zip(outs, cts)), inputs=targets, accumulate=False,
                              retain_graph=True, allow_unused=True, boundary=True)

@@ -1,9 +1,11 @@
 """The tracer: runs a user function on symbolic tensors and records a Graph.
 
-Ops reach the tracer through ``fusegrad.tensor.apply``: while a trace runs, every
-primitive call is recorded instead of executed, and autograd builds its nodes on the
-symbolic tensors as usual, so ``loss.backward()`` inside the function appends the
-backward graph by applying the same vjp rules the eager engine uses.
+The tracer is an interpreter (``fusegrad.interpreter``): installed with
+``fusegrad.dispatch.interpreting``, it receives every primitive call ``fusegrad.dispatch.apply``
+makes and records it instead of executing it, and autograd builds its nodes on the symbolic
+tensors as usual, so ``loss.backward()`` inside the function appends the backward graph by
+applying the same vjp rules the eager engine uses. The eager core's effects (``.grad``
+fields, in-place writes, optimizer numbers and state, graph breaks) reach it the same way.
 
 Concrete tensors the function touches (parameters, ``.grad`` fields, optimizer state)
 are lifted to graph inputs; in-place updates of them become graph outputs written back
@@ -12,6 +14,7 @@ after each replay; the real objects are left exactly as they were before the tra
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import linecache
 import os
@@ -23,7 +26,17 @@ from fusegrad.compiler.ir import Eqn, Graph, Var
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, Number, Random,  # noqa: F401
                                      Residual, Returned, SetGrad, SetState,
                                      WriteGradInPlace, WriteInPlace)
-from fusegrad.tensor import Tensor, trace_state
+from fusegrad.dispatch import interpreting
+from fusegrad.tensor import Tensor
+
+TRACED_OBSERVER_HOOK = (
+    "fusegrad.compile: a tensor hook that returns None only observes the gradient, and its "
+    "side effects would run once, at trace time, not on every call. Return the (new) "
+    "gradient from the hook, or register it outside the compiled function.")
+TRACED_RETAIN_GRAD = (
+    "fusegrad.compile: retain_grad() inside a compiled function is not supported (the tensor "
+    "it would fill lives only inside the trace); return the value you need, or call "
+    "retain_grad outside the compiled function")
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,7 +169,7 @@ class Tracer:
         self.keep.append(t)
 
     def random_input(self, make, shape, dtype, device):
-        return Tensor._make(self.add_input(Var(shape, dtype, device), Random(make)))
+        return self.add_input(Var(shape, dtype, device), Random(make))
 
     def lift_scalar(self, container, key, lift=True):
         value = container[key]
@@ -173,8 +186,41 @@ class Tracer:
             self.keep.append(container)
         return Tensor._make(var)
 
-    def graph_break(self, what, t=None):
+    def graph_break(self, what):
         raise GraphBreak(what, user_line_with_code())
+
+    # -- the rest of the interpreter's protocol (fusegrad.interpreter) ---------------------
+
+    run = record
+
+    def mutate(self, t, method, datas):
+        return False  # traced values are SSA: an in-place op is recorded as a new value
+
+    def snapshot(self, data):
+        return data
+
+    def retain_grad(self, t, by_backward=False):
+        if not by_backward:
+            raise RuntimeError(TRACED_RETAIN_GRAD)
+        # backward(inputs=[t]) fills t.grad by accumulation inside the trace
+
+    def observer_hook(self):
+        raise RuntimeError(TRACED_OBSERVER_HOOK)
+
+    def note_backward(self):
+        self.ran_backward = True
+
+    def storage(self, t, what):
+        raise RuntimeError(f"{what}: writing a tensor's storage directly cannot run inside a "
+                           "compiled function; do it before compiling the step")
+
+    @contextlib.contextmanager
+    def provenance(self, tag):
+        prev, self.tag = self.tag, tag
+        try:
+            yield
+        finally:
+            self.tag = prev
 
     # -- .grad fields ---------------------------------------------------------------------
 
@@ -261,13 +307,10 @@ def trace(fn, args, kwargs, flat_tensors, names=None):
     tracer = Tracer(names)
     for i, t in enumerate(flat_tensors):
         tracer.bind_arg(t, i)
-    prev = trace_state.tracer
-    trace_state.tracer = tracer
     try:
-        result = fn(*args, **kwargs)
+        with interpreting(tracer):
+            result = fn(*args, **kwargs)
     except BaseException:
-        trace_state.tracer = prev
         tracer.finish([])  # restore real objects
         raise
-    trace_state.tracer = prev
     return tracer, result

@@ -13,7 +13,8 @@ import warnings
 
 import torch
 
-from fusegrad.tensor import Tensor, trace_state
+from fusegrad.dispatch import current
+from fusegrad.tensor import Tensor
 
 __all__ = ["calculate_gain", "constant_", "eye_", "kaiming_normal_", "kaiming_uniform_",
            "normal_", "ones_", "trunc_normal_", "uniform_", "xavier_normal_", "xavier_uniform_",
@@ -24,10 +25,7 @@ def _storage(tensor, fn_name):
     if not isinstance(tensor, Tensor):
         raise TypeError(f"nn.init.{fn_name}: expected a fusegrad Tensor, got "
                         f"{type(tensor).__name__}")
-    if trace_state.tracer is not None:
-        raise RuntimeError(f"nn.init.{fn_name}: initialisation cannot run inside a compiled "
-                           "function; initialise the model before compiling the step")
-    return tensor._data
+    return current().storage(tensor, f"nn.init.{fn_name}")
 
 
 def _written(tensor):

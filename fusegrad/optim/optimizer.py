@@ -16,7 +16,8 @@ import torch
 
 from fusegrad.nn.module import _reset_grad
 from fusegrad.autograd.grad_mode import enable_grad, no_grad
-from fusegrad.tensor import Tensor, note_stateful, provenance, scalar_input
+from fusegrad.dispatch import note_stateful, provenance, scalar_input
+from fusegrad.tensor import Tensor
 
 __all__ = ["Optimizer", "hyper", "required"]
 

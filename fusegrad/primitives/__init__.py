@@ -16,7 +16,7 @@ from fusegrad.primitives.record import (PRIMS, REQUIRED, Identity, Kind, Primiti
 from fusegrad.primitives.shape import (Aval, Scalar, aval_of, broadcast_shapes, check,
                                        device_of, float_result, fmt_operand, fmt_shape,
                                        is_float, normalize_dims, result_dtype)
-from fusegrad.primitives.create import full
+from fusegrad.primitives.create import full, iota
 from fusegrad.primitives.linalg import matmul
 from fusegrad.primitives.movement import (cat, expand, permute, reshape, select, slice_,
                                           unslice)
