@@ -9,8 +9,13 @@ result into the tensor through the interpreter. The interpreter is installed wit
 
 from __future__ import annotations
 
+import torch
+
+from fusegrad import primitives as P
+from fusegrad.autograd.engine import gradient_edge
 from fusegrad.autograd.grad_mode import _mode
-from fusegrad.autograd.node import Node, SavedTensor, node_class
+from fusegrad.autograd.node import SECOND_BACKWARD, Node, SavedTensor, _Ctx, _SavedInputs, \
+    node_class
 from fusegrad.interpreter import (EAGER, Eager, Effects, Interpreter, Wrapper,  # noqa: F401
                                   current, interpreting, is_symbolic, raise_op_error)
 from fusegrad.primitives import aval_of
@@ -36,9 +41,8 @@ def apply(prim, *args, grad_name=None, scalar_edges=True, **params):
 
 
 def record_node(prim, args, params, out, needs, grad_name=None, scalar_edges=True):
-    from fusegrad.autograd.engine import gradient_edge
-
-    cls = node_class(grad_name or prim.grad_name)
+    """Hang ``out`` from a new ``PrimNode`` of ``prim`` over the ``args`` that need grad."""
+    cls = node_class(grad_name or prim.grad_name, PrimNode)
     node = cls.__new__(cls)
     # PyTorch's nodes have no edge for some operands (where's condition)
     keep = [i for i, a in enumerate(args) if (scalar_edges or isinstance(a, Tensor))
@@ -67,6 +71,45 @@ def record_node(prim, args, params, out, needs, grad_name=None, scalar_edges=Tru
     out.grad_fn = node
     node._out = SavedTensor(out, node) if "out" in saves else None
     return node
+
+
+class PrimNode(Node):
+    """The node of one primitive call; subclassed per PyTorch name (``MulBackward0``...)."""
+
+    __slots__ = ("prim", "params", "avals", "needs_input_grad", "_saved", "_out", "_freed")
+
+    def apply(self, grads):
+        if self._freed:
+            raise RuntimeError(SECOND_BACKWARD)
+        ctx = _Ctx()
+        ctx.inputs = _SavedInputs(self._saved)
+        ctx.out = self._out
+        ctx.params = self.params
+        ctx.avals = self.avals
+        ctx.needs_input_grad = self.needs_input_grad
+        g = grads[0]
+        if g is None:
+            g = full(self.metadata["out_shape"], 0, self.metadata["out_dtype"])
+        grads = list(self.prim.vjp(ctx, g))
+        for i, (gi, av) in enumerate(zip(grads, self.avals)):
+            if gi is not None and av is not None and gi.dtype != av.dtype:
+                # f32 * f64: the f32 input gets an f32 grad
+                grads[i] = apply(P.cast, gi, dtype=av.dtype)
+        keep = self.metadata.get("keep")  # edges exist only for these inputs (rsub, 2 ** x)
+        return [grads[i] for i in keep] if keep is not None else list(grads)
+
+    def release(self):
+        if self.prim.saves:
+            self._freed = True
+            self._saved = [None if isinstance(s, SavedTensor) else s for s in self._saved]
+            self._out = None
+
+
+def full(shape, value, dtype, device="cpu"):
+    """A new tensor of ``shape`` holding ``value``: the gradients the autograd core makes
+    (it sits below ``fusegrad.ops``)."""
+    return apply(P.full, shape=tuple(shape), value=value, dtype=dtype,
+                 device=torch.device(device))
 
 
 INFERENCE_SAVE = (

@@ -12,8 +12,9 @@ from collections import namedtuple
 import torch
 
 from fusegrad import primitives as P
+from fusegrad.autograd.engine import CompositeNode, gradient_edge
 from fusegrad.autograd.grad_mode import _mode
-from fusegrad.autograd.node import CompositeNode, Node, SavedTensor, node_class
+from fusegrad.autograd.node import Node, SavedTensor, node_class
 from fusegrad.primitives import Scalar, check, normalize_dims
 from fusegrad.dispatch import apply, check_inplace, constant, current, is_symbolic
 from fusegrad.tensor import Tensor
@@ -58,8 +59,6 @@ def composite(grad_name, saves=True, saves_out=False):
             inner = fn(*args, **kwargs)
             if inner.grad_fn is None:
                 return inner
-            from fusegrad.autograd.engine import gradient_edge
-
             cls = node_class(grad_name, CompositeNode)
             node = cls.__new__(cls)
             Node.__init__(node, [gradient_edge(t) if t.requires_grad else (None, 0)

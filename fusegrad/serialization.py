@@ -25,6 +25,8 @@ import torch
 
 from fusegrad._util import dtypes
 from fusegrad._util.fileio import atomic_open
+from fusegrad.interpreter import is_symbolic
+from fusegrad.nn.parameter import Parameter
 from fusegrad.tensor import Tensor
 
 __all__ = ["load", "save"]
@@ -87,11 +89,9 @@ class _Encoder:
         if id(t) in self.memo:
             return {"ref": self.memo[id(t)]}
         if isinstance(t, Tensor):
-            from fusegrad.nn.parameter import Parameter
-
             kind = "parameter" if isinstance(t, Parameter) else "tensor"
             data, requires_grad = t._data, t._requires_grad
-            if not isinstance(data, torch.Tensor):
+            if is_symbolic(data):
                 raise TypeError(f"fusegrad.save: {where} is a symbolic tensor (inside a "
                                 "compiled function); save outside the compiled step")
         else:
@@ -288,8 +288,6 @@ def _wrap(data, kind, requires_grad):
     if kind == "torch":
         return data.requires_grad_(requires_grad) if data.is_floating_point() else data
     if kind == "parameter":
-        from fusegrad.nn.parameter import Parameter
-
         return Parameter(data, requires_grad=requires_grad)
     t = Tensor._make(data)
     if requires_grad:

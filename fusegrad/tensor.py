@@ -9,12 +9,11 @@ effects (``fusegrad.interpreter``), the same code eagerly and under a trace.
 from __future__ import annotations
 
 import warnings
-import weakref
 
 import torch
 
+from fusegrad._util.hooks import RemovableHandle
 from fusegrad.autograd import grad_mode
-from fusegrad.autograd.node import AccumulateGrad
 from fusegrad.interpreter import current, is_symbolic
 from fusegrad.primitives import is_float
 
@@ -163,9 +162,7 @@ class Tensor:
                 self._hooks = []
             lst = self._hooks
         lst.append(hook)
-        from fusegrad.autograd.node import _Handle
-
-        return _Handle(lst, hook)
+        return RemovableHandle(lst, hook)
 
     def register_post_accumulate_grad_hook(self, hook):
         if self.grad_fn is not None:
@@ -174,19 +171,11 @@ class Tensor:
         if self._post_acc_hooks is None:
             self._post_acc_hooks = []
         self._post_acc_hooks.append(hook)
-        from fusegrad.autograd.node import _Handle
-
-        return _Handle(self._post_acc_hooks, hook)
-
-    def _get_accumulator(self):
-        acc = self._accumulator() if self._accumulator is not None else None
-        if acc is None:
-            acc = AccumulateGrad(self)
-            self._accumulator = weakref.ref(acc)
-        return acc
+        return RemovableHandle(self._post_acc_hooks, hook)
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        from fusegrad.autograd import backward
+        # backward() makes its default gradient through fusegrad.dispatch, a layer above
+        from fusegrad.autograd.api import backward
 
         backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
@@ -207,9 +196,6 @@ class Tensor:
         self._output_nr = 0
         self._requires_grad = False
         return self
-
-    def _detached_copy(self):
-        return Tensor._make(self._data.clone())
 
     @property
     def data(self):
@@ -400,3 +386,19 @@ def _add_suffix(body, suffix):
 
 def is_tensor(x) -> bool:
     return isinstance(x, Tensor)
+
+
+def reset_grad(t, set_to_none):
+    """PyTorch's zero_grad rule for one tensor (``Module`` and ``Optimizer`` share it); reads
+    and writes go through ``t.grad`` so that a traced step sees them."""
+    grad = t.grad
+    if grad is None:
+        return
+    if set_to_none:
+        t.grad = None
+        return
+    if grad.grad_fn is not None:
+        grad.detach_()
+    else:
+        grad.requires_grad_(False)
+    grad.zero_()

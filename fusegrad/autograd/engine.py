@@ -3,16 +3,21 @@
 Ready nodes run most-recently-created first; gradients arriving at one node from
 several edges are summed before it runs; hooks on non-leaf tensors run on the
 gradient entering their node, hooks on leaves before accumulation into ``.grad``.
+
+The two nodes whose work is the engine's own live here too: ``AccumulateGrad`` (a leaf's
+``.grad``) and ``CompositeNode`` (a nested run over a decomposition's inner graph).
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
+import weakref
 
 from fusegrad.autograd import grad_mode
-from fusegrad.autograd.node import AccumulateGrad, Node
+from fusegrad.autograd.node import SECOND_BACKWARD, Node
 from fusegrad.interpreter import current
+from fusegrad.tensor import Tensor
 
 
 class _State(threading.local):
@@ -36,8 +41,34 @@ def gradient_edge(t):
     if t.grad_fn is not None:
         return t.grad_fn, t._output_nr
     if t.requires_grad:
-        return t._get_accumulator(), 0
+        return _accumulator(t), 0
     return None, 0
+
+
+def _accumulator(t):
+    # one AccumulateGrad per leaf while any graph holds it, as in PyTorch
+    acc = t._accumulator() if t._accumulator is not None else None
+    if acc is None:
+        acc = AccumulateGrad(t)
+        t._accumulator = weakref.ref(acc)
+    return acc
+
+
+class AccumulateGrad(Node):
+    """The node at a leaf that requires grad: sums incoming gradients into ``.grad``."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        super().__init__(())
+        self.variable = variable
+
+    def name(self) -> str:
+        return "torch::autograd::AccumulateGrad"  # PyTorch's name() of this C++ node
+
+    def apply(self, grads):
+        accumulate_grad(self.variable, grads[0])
+        return []
 
 
 def _call_hook(hook, g):
@@ -66,7 +97,7 @@ def accumulate_grad(t, g):
     if old is None:
         # own the buffer: the incoming gradient may alias another tensor's (add's vjp
         # passes the same gradient to both inputs)
-        t._grad = g if g.requires_grad else g._make(interp.snapshot(g._data))
+        t._grad = g if g.requires_grad else Tensor._make(interp.snapshot(g._data))
     elif creating_graph() or g.requires_grad or not interp.mutate(old, "add_", [g._data]):
         t._grad = old + g
     for hook in t._post_acc_hooks or ():
@@ -89,7 +120,7 @@ def _apply_tensor_hooks(node, grads):
             if t is not None and grads[nr] is not None:
                 g = grads[nr] if creating_graph() else grads[nr].detach()
                 # accumulates over backward calls, out of place as PyTorch's retain_grad hook
-                t._grad = (g if creating_graph() else g._make(current().snapshot(g._data))) \
+                t._grad = (g if creating_graph() else Tensor._make(current().snapshot(g._data))) \
                     if t._grad is None else t._grad + g
 
 
@@ -259,3 +290,41 @@ def _accumulate_non_leaf(node, grads, inputs):
     for t in inputs:
         if t.grad_fn is node and grads[t._output_nr] is not None and not t._retains_grad():
             accumulate_grad(t, grads[t._output_nr])
+
+
+class CompositeNode(Node):
+    """One named node over a decomposition's inner graph (``AddmmBackward0``, ``NllLossBackward0``).
+
+    Backward runs the engine on the inner graph down to the composite's inputs, so the
+    decomposition's primitives supply the derivative and no rule is written twice.
+    """
+
+    __slots__ = ("inner_out", "inner_inputs")
+
+    def apply(self, grads):
+        if self.inner_out is None:
+            raise RuntimeError(SECOND_BACKWARD)
+        saved_out = self.metadata.get("saved_out")
+        if saved_out is not None:
+            saved_out.unpack()  # raises if the result was modified in place since
+        wanted = [t for t in self.inner_inputs if t is not None]
+        got = run_backward(
+            [(self.inner_out, grads[0])], inputs=wanted, accumulate=False,
+            retain_graph=retaining_graph() or "keeps_inner" in self.metadata,
+            create_graph=creating_graph(), allow_unused=True, boundary=True,
+        )
+        it = iter(got)
+        out, seen = [], set()
+        for t, edge in zip(self.inner_inputs, self.next_functions):
+            g = next(it) if t is not None else None
+            if g is not None and edge in seen:
+                g = None  # a repeated input (x @ x): its whole gradient went to the first edge
+            seen.add(edge)
+            out.append(g)
+        return out
+
+    def release(self):
+        # the inner run already freed its nodes' saved tensors
+        if "keeps_inner" not in self.metadata:
+            self.inner_out = None
+            self.metadata.pop("saved_out", None)

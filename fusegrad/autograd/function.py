@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 from fusegrad.autograd import grad_mode
-from fusegrad.autograd.node import Node, SavedTensor
+from fusegrad.autograd.engine import gradient_edge
+from fusegrad.autograd.node import SECOND_BACKWARD, Node, SavedTensor
+from fusegrad.dispatch import full
+from fusegrad.tensor import Tensor
 
 
 class FunctionCtx:
@@ -22,8 +25,6 @@ class FunctionCtx:
         if saved is None:
             return tuple(self.__dict__.get("_to_save", ()))
         if saved is _FREED:
-            from fusegrad.autograd.node import SECOND_BACKWARD
-
             raise RuntimeError(SECOND_BACKWARD)
         return tuple(s.unpack() if isinstance(s, SavedTensor) else s for s in saved)
 
@@ -46,10 +47,8 @@ class BackwardCFunction(Node, FunctionCtx):
     _fn_cls = None
 
     def apply(self, grads):
-        from fusegrad import ops
-
         if getattr(self, "_materialize", True):
-            grads = [ops.zeros(s, dtype=d) if g is None else g
+            grads = [full(s, 0, d) if g is None else g
                      for g, (s, d) in zip(grads, self._out_meta)]
         result = self._fn_cls.backward(self, *grads)
         if not isinstance(result, tuple):
@@ -117,9 +116,6 @@ class Function(metaclass=FunctionMeta):
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        from fusegrad.autograd.engine import gradient_edge
-        from fusegrad.tensor import Tensor
-
         node = cls._backward_cls.__new__(cls._backward_cls)
         is_tensor = [isinstance(a, Tensor) for a in args]
         needs = tuple(t and a.requires_grad for t, a in zip(is_tensor, args))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+
+from fusegrad.autograd.api import grad
+from fusegrad.dispatch import full
+from fusegrad.tensor import Tensor
 
 
 class GradcheckError(RuntimeError):
@@ -10,8 +16,6 @@ class GradcheckError(RuntimeError):
 
 
 def _flat_outputs(out):
-    from fusegrad.tensor import Tensor
-
     outs = out if isinstance(out, (tuple, list)) else (out,)
     return [o for o in outs if isinstance(o, Tensor)]
 
@@ -31,9 +35,6 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
 
     Returns True, or raises :class:`GradcheckError` naming the output/input pair that differs.
     """
-    from fusegrad import autograd
-    from fusegrad.tensor import Tensor
-
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     diff = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not diff:
@@ -41,8 +42,6 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
                          "but none of the them have requires_grad=True.")
     for i in diff:
         if inputs[i].dtype != torch.float64:
-            import warnings
-
             warnings.warn(f"Input #{i} requires gradient and is not a double precision floating "
                           "point. This check will likely fail if all the inputs are not of "
                           "double precision floating point. ")
@@ -68,7 +67,7 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
                 for j in range(n_out):
                     g = torch.zeros(n_out, dtype=out.dtype)
                     g[j] = 1
-                    res = autograd.grad(out, x, Tensor._make(g.reshape(out.shape)),
+                    res = grad(out, x, Tensor._make(g.reshape(out.shape)),
                                         retain_graph=True, allow_unused=True)[0]
                     if res is not None:
                         analytical[:, j] = res._data.reshape(-1).double()
@@ -83,15 +82,13 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
 
 def gradgradcheck(func, inputs, grad_outputs=None, **kwargs):
     """Second-order check: gradcheck of the function that returns first-order gradients."""
-    from fusegrad import autograd, ops
-    from fusegrad.tensor import Tensor
-
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
 
     def first_order(*xs):
         outs = _flat_outputs(func(*xs))
-        gs = [ops.ones_like(o) for o in outs] if grad_outputs is None else grad_outputs
+        gs = [full(o.shape, 1, o.dtype, o.device) for o in outs] if grad_outputs is None \
+            else grad_outputs
         d = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
-        return autograd.grad(outs, d, gs, create_graph=True, allow_unused=True)
+        return grad(outs, d, gs, create_graph=True, allow_unused=True)
 
     return gradcheck(first_order, inputs, **kwargs)

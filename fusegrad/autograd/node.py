@@ -1,10 +1,18 @@
-"""Autograd graph nodes: one ``grad_fn`` per recorded op, named as PyTorch names them."""
+"""Autograd graph nodes: the ``Node`` base, saved tensors, and the node classes named as
+PyTorch names them.
+
+The node kinds that run something live with what they run: ``PrimNode`` (a primitive's
+vjp) in ``fusegrad.dispatch``, ``AccumulateGrad`` and ``CompositeNode`` in the engine.
+"""
 
 from __future__ import annotations
 
 import itertools
 import re
 import weakref
+
+from fusegrad._util.hooks import RemovableHandle
+from fusegrad.tensor import Tensor
 
 _seq = itertools.count()
 
@@ -48,23 +56,14 @@ class Node:
 
     def register_hook(self, fn):
         self._hooks.append(fn)
-        return _Handle(self._hooks, fn)
+        return RemovableHandle(self._hooks, fn)
 
     def register_prehook(self, fn):
         self._pre_hooks.append(fn)
-        return _Handle(self._pre_hooks, fn)
+        return RemovableHandle(self._pre_hooks, fn)
 
     def __call__(self, *grads):
         return self.apply(list(grads))
-
-
-class _Handle:
-    def __init__(self, lst, item):
-        self._lst, self._item = lst, item
-
-    def remove(self):
-        if self._item in self._lst:
-            self._lst.remove(self._item)
 
 
 class SavedTensor:
@@ -89,8 +88,6 @@ class SavedTensor:
             self.tensor, self.data, self.node, self.desc = t, None, None, None
 
     def unpack(self):
-        from fusegrad.tensor import Tensor
-
         if self.freed:
             raise RuntimeError(SECOND_BACKWARD)
         if self.vc[0] != self.version:
@@ -154,107 +151,13 @@ class _SavedInputs:
         return (self[i] for i in range(len(self._saved)))
 
 
-class PrimNode(Node):
-    """The node of one primitive call; subclassed per PyTorch name (``MulBackward0``...)."""
-
-    __slots__ = ("prim", "params", "avals", "needs_input_grad", "_saved", "_out", "_freed")
-
-    def apply(self, grads):
-        if self._freed:
-            raise RuntimeError(SECOND_BACKWARD)
-        ctx = _Ctx()
-        ctx.inputs = _SavedInputs(self._saved)
-        ctx.out = self._out
-        ctx.params = self.params
-        ctx.avals = self.avals
-        ctx.needs_input_grad = self.needs_input_grad
-        g = grads[0]
-        if g is None:
-            from fusegrad import ops
-
-            g = ops.zeros(self.metadata["out_shape"], dtype=self.metadata["out_dtype"])
-        grads = list(self.prim.vjp(ctx, g))
-        for i, (gi, av) in enumerate(zip(grads, self.avals)):
-            if gi is not None and av is not None and gi.dtype != av.dtype:
-                from fusegrad import ops
-
-                grads[i] = ops.cast(gi, av.dtype)  # f32 * f64: the f32 input gets an f32 grad
-        keep = self.metadata.get("keep")  # edges exist only for these inputs (rsub, 2 ** x)
-        return [grads[i] for i in keep] if keep is not None else list(grads)
-
-    def release(self):
-        if self.prim.saves:
-            self._freed = True
-            self._saved = [None if isinstance(s, SavedTensor) else s for s in self._saved]
-            self._out = None
-
-
 _node_classes: dict[str, type] = {}
 
 
-def node_class(name: str, base=PrimNode) -> type:
+def node_class(name: str, base: type) -> type:
     """The node class called ``name`` (cached), so ``type(t.grad_fn).__name__`` is PyTorch's."""
     key = (name, base)
     cls = _node_classes.get(key)
     if cls is None:
         cls = _node_classes[key] = type(name, (base,), {"__slots__": ()})
     return cls
-
-
-class AccumulateGrad(Node):
-    """The node at a leaf that requires grad: sums incoming gradients into ``.grad``."""
-
-    __slots__ = ("variable",)
-
-    def __init__(self, variable):
-        super().__init__(())
-        self.variable = variable
-
-    def name(self) -> str:
-        return "torch::autograd::AccumulateGrad"  # PyTorch's name() of this C++ node
-
-    def apply(self, grads):
-        from fusegrad.autograd.engine import accumulate_grad
-
-        accumulate_grad(self.variable, grads[0])
-        return []
-
-
-class CompositeNode(Node):
-    """One named node over a decomposition's inner graph (``AddmmBackward0``, ``NllLossBackward0``).
-
-    Backward runs the engine on the inner graph down to the composite's inputs, so the
-    decomposition's primitives supply the derivative and no rule is written twice.
-    """
-
-    __slots__ = ("inner_out", "inner_inputs")
-
-    def apply(self, grads):
-        from fusegrad.autograd import engine
-
-        if self.inner_out is None:
-            raise RuntimeError(SECOND_BACKWARD)
-        saved_out = self.metadata.get("saved_out")
-        if saved_out is not None:
-            saved_out.unpack()  # raises if the result was modified in place since
-        wanted = [t for t in self.inner_inputs if t is not None]
-        got = engine.run_backward(
-            [(self.inner_out, grads[0])], inputs=wanted, accumulate=False,
-            retain_graph=engine.retaining_graph() or "keeps_inner" in self.metadata,
-            create_graph=engine.creating_graph(), allow_unused=True, boundary=True,
-        )
-        it = iter(got)
-        out, seen = [], set()
-        for t, edge in zip(self.inner_inputs, self.next_functions):
-            g = next(it) if t is not None else None
-            if g is not None and edge in seen:
-                g = None  # a repeated input (x @ x): its whole gradient went to the first edge
-            seen.add(edge)
-            out.append(g)
-        return out
-
-    def release(self):
-        # the inner run already freed its nodes' saved tensors
-        if "keeps_inner" not in self.metadata:
-            self.inner_out = None
-            self.metadata.pop("saved_out", None)

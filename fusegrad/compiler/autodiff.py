@@ -24,16 +24,15 @@ from typing import NamedTuple
 
 from fusegrad import ops as F
 from fusegrad.autograd import grad_mode
-from fusegrad.autograd.engine import creating_graph, gradient_edge, run_backward
-from fusegrad.autograd.node import (SECOND_BACKWARD, CompositeNode, Node, PrimNode,
-                                    SavedTensor, node_class)
+from fusegrad.autograd.engine import CompositeNode, creating_graph, gradient_edge, run_backward
+from fusegrad.autograd.node import SECOND_BACKWARD, Node, SavedTensor, node_class
 from fusegrad.compiler import passes
 from fusegrad.compiler.ir import Eqn, Graph, Var
 from fusegrad.compiler.program import Program
 from fusegrad.compiler.ir.io import Arg, Captured, Const, Number, Residual, Returned
 from fusegrad.compiler.tracer import Tracer
 from fusegrad.primitives import aval_of, is_float
-from fusegrad.dispatch import interpreting
+from fusegrad.dispatch import PrimNode, interpreting
 from fusegrad.tensor import Tensor
 
 CREATE_GRAPH = (

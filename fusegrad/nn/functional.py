@@ -7,7 +7,8 @@ import warnings
 
 import torch
 
-from fusegrad import ops
+from fusegrad import factories, ops
+from fusegrad.interpreter import is_symbolic
 from fusegrad.ops import composite, log_softmax, sigmoid, softmax, tanh  # noqa: F401
 from fusegrad.primitives import check
 
@@ -157,7 +158,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     n_t = target.shape[0] if target.dim() > 0 else 1
     check(input.dim() >= 1 and n_in == n_t, lambda: f"Expected input batch_size ({n_in}) to "
           f"match target batch_size ({n_t}).", ValueError)
-    if target.dim() > 0 and isinstance(target._data, torch.Tensor):  # eager: check values
+    if target.dim() > 0 and not is_symbolic(target._data):  # known values: check them
         t = target._data
         n_classes = input.shape[1] if input.dim() > 1 else input.shape[0]
         bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
@@ -208,8 +209,6 @@ def dropout(input, p=0.5, training=True, inplace=False):
           ValueError)
     if not training or p == 0.0:
         return input
-    from fusegrad import factories
-
     if p == 1.0:
         return ops.mul(input, 0.0)
     keep = factories.rand_like(input) >= p

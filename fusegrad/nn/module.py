@@ -10,7 +10,7 @@ import torch
 
 from fusegrad.autograd.grad_mode import no_grad
 from fusegrad.nn.parameter import Parameter
-from fusegrad.tensor import Tensor
+from fusegrad.tensor import Tensor, reset_grad
 
 __all__ = ["Module"]
 
@@ -331,7 +331,7 @@ class Module:
     def zero_grad(self, set_to_none=True):
         """Reset the gradients of all parameters: to None (default) or to zeros."""
         for p in self.parameters():
-            _reset_grad(p, set_to_none)
+            reset_grad(p, set_to_none)
 
     # ------------------------------------------------------------------ conversion
 
@@ -529,19 +529,3 @@ class Module:
             else:
                 main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
-
-
-def _reset_grad(p, set_to_none):
-    """PyTorch's zero_grad rule for one tensor; reads and writes go through ``p.grad`` so that
-    a traced step sees them."""
-    grad = p.grad
-    if grad is None:
-        return
-    if set_to_none:
-        p.grad = None
-        return
-    if grad.grad_fn is not None:
-        grad.detach_()
-    else:
-        grad.requires_grad_(False)
-    grad.zero_()

@@ -9,15 +9,15 @@ it starts with ``note_stateful(self)``, runs under ``no_grad``, reads gradients 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import defaultdict
 from itertools import chain
 
 import torch
 
-from fusegrad.nn.module import _reset_grad
 from fusegrad.autograd.grad_mode import enable_grad, no_grad
 from fusegrad.dispatch import note_stateful, provenance, scalar_input
-from fusegrad.tensor import Tensor
+from fusegrad.tensor import Tensor, reset_grad
 
 __all__ = ["Optimizer", "hyper", "required"]
 
@@ -135,8 +135,6 @@ class Optimizer:
             param_group.setdefault(name, default)
         ids = [id(p) for p in params]
         if len(ids) != len(set(ids)):
-            import warnings
-
             warnings.warn("optimizer contains a parameter group with duplicate parameters; in "
                           "future, this will cause an error; see "
                           "github.com/pytorch/pytorch/issues/40967 for more information",
@@ -150,7 +148,7 @@ class Optimizer:
         """Reset the gradients of all optimized tensors: to None (default) or to zeros."""
         for group in self.param_groups:
             for p in group["params"]:
-                _reset_grad(p, set_to_none)
+                reset_grad(p, set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns ``closure()``'s loss if given."""
