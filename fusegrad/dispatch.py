@@ -14,6 +14,7 @@ import torch
 from fusegrad import primitives as P
 from fusegrad.autograd.engine import gradient_edge
 from fusegrad.autograd.grad_mode import _mode
+from fusegrad.autograd.names import node_name
 from fusegrad.autograd.node import SECOND_BACKWARD, Node, SavedTensor, _Ctx, _SavedInputs, \
     node_class
 from fusegrad.interpreter import (EAGER, Eager, Effects, Interpreter, Wrapper,  # noqa: F401
@@ -22,8 +23,20 @@ from fusegrad.primitives import aval_of
 from fusegrad.tensor import Tensor
 
 
-def apply(prim, *args, grad_name=None, scalar_edges=True, **params):
-    """Run primitive ``prim`` on tensors/numbers ``args`` and record it for autograd."""
+def apply(prim, *args, overload=None, **params):
+    """Run primitive ``prim`` on ``args`` and record it for autograd.
+
+    Args:
+        prim: the primitive record.
+        *args: its operands, Tensors and Python numbers.
+        overload: the ATen overload the calling op stands for when PyTorch names its node
+            after that rather than after the primitive (``"squeeze.dim"``; see
+            ``fusegrad.autograd.names``).
+        **params: the primitive's parameters.
+
+    Returns:
+        The result Tensor, with its ``grad_fn`` when autograd records the call.
+    """
     data = current().run(prim, args, params)
     out = Tensor._make(data)
     if prim.is_view and not is_symbolic(data):
@@ -34,18 +47,19 @@ def apply(prim, *args, grad_name=None, scalar_edges=True, **params):
     if _mode.enabled and prim.vjp is not None:
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         if True in needs:
-            record_node(prim, args, params, out, needs, grad_name, scalar_edges)
+            record_node(prim, args, params, out, needs, overload)
     elif _mode.inference:
         out._inference = True
     return out
 
 
-def record_node(prim, args, params, out, needs, grad_name=None, scalar_edges=True):
+def record_node(prim, args, params, out, needs, overload=None):
     """Hang ``out`` from a new ``PrimNode`` of ``prim`` over the ``args`` that need grad."""
-    cls = node_class(grad_name or prim.grad_name, PrimNode)
+    named = node_name(prim, args, params, overload)
+    cls = node_class(named.name, PrimNode)
     node = cls.__new__(cls)
-    # PyTorch's nodes have no edge for some operands (where's condition)
-    keep = [i for i, a in enumerate(args) if (scalar_edges or isinstance(a, Tensor))
+    # PyTorch's nodes have no edge for some operands (where's condition, some numbers)
+    keep = [i for i, a in enumerate(args) if (named.number_edges or isinstance(a, Tensor))
             and i not in prim.nondiff_args]
     Node.__init__(node, [
         gradient_edge(args[i]) if isinstance(args[i], Tensor) and needs[i] else (None, 0)
@@ -139,7 +153,7 @@ def check_inplace(t):
             "https://github.com/pytorch/rfcs/pull/17 for more details.")
 
 
-def apply_inplace(prim, t, *args, grad_name=None, **params):
+def apply_inplace(prim, t, *args, **params):
     """Run ``prim`` and write the result into ``t``: the version bumps and, when autograd
     records it, ``t``'s history continues from the new node."""
     check_inplace(t)
@@ -158,7 +172,7 @@ def apply_inplace(prim, t, *args, grad_name=None, **params):
         raise RuntimeError(
             f"{prim.name}_: in-place operations on a view are not supported when autograd "
             "records them; use the out-of-place op instead")
-    out = apply(prim, t, *args, grad_name=grad_name, **params)
+    out = apply(prim, t, *args, **params)
     if out.dtype != t.dtype:
         raise RuntimeError(
             f"result type {str(out.dtype).replace('torch.', '').capitalize()} can't be "

@@ -5,16 +5,14 @@ autograd node as PyTorch does. Tensor methods and operators are bound at the bot
 from __future__ import annotations
 
 import builtins
-import functools
 import math
 from collections import namedtuple
 
 import torch
 
 from fusegrad import primitives as P
-from fusegrad.autograd.engine import CompositeNode, gradient_edge
 from fusegrad.autograd.grad_mode import _mode
-from fusegrad.autograd.node import Node, SavedTensor, node_class
+from fusegrad.autograd.names import composite
 from fusegrad.primitives import Scalar, check, normalize_dims
 from fusegrad.dispatch import apply, check_inplace, constant, current, is_symbolic
 from fusegrad.tensor import Tensor
@@ -31,50 +29,6 @@ def _t(x):
     if isinstance(x, torch.Tensor):
         return Tensor._make(x.detach())
     raise TypeError(f"expected a fusegrad Tensor or a number, got {type(x).__name__}")
-
-
-# --------------------------------------------------------------------------- composites
-
-
-def composite(grad_name, saves=True, saves_out=False):
-    """Make ``fn`` (a decomposition into other ops) one autograd node called ``grad_name``.
-
-    When nothing needs a gradient the decomposition simply runs. Under a trace the node is
-    made too, so a compiled function's outputs carry the names eager gives them.
-    ``saves=False`` marks ops whose PyTorch node saves no tensors (mean, stack): their
-    backward can run again without ``retain_graph``, as in PyTorch. ``saves_out=True``
-    marks ops whose PyTorch node saves its result (softmax, logsumexp, norm): an in-place
-    change of the result makes backward raise, as in PyTorch.
-    """
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            if not _mode.enabled:
-                return fn(*args, **kwargs)
-            # integer tensors (class targets, indices) get no edge, as in PyTorch's nodes
-            tensors = [a for a in args if isinstance(a, Tensor) and P.is_float(a.dtype)]
-            if not _any(t.requires_grad for t in tensors):
-                return fn(*args, **kwargs)
-            inner = fn(*args, **kwargs)
-            if inner.grad_fn is None:
-                return inner
-            cls = node_class(grad_name, CompositeNode)
-            node = cls.__new__(cls)
-            Node.__init__(node, [gradient_edge(t) if t.requires_grad else (None, 0)
-                                 for t in tensors])
-            node.inner_out = inner
-            node.inner_inputs = [t if t.requires_grad else None for t in tensors]
-            if not saves:
-                node.metadata["keeps_inner"] = True
-            out = Tensor._make(inner._data, grad_fn=node, vc=inner._vc)
-            if saves_out:
-                node.metadata["saved_out"] = SavedTensor(out, node)
-            return out
-
-        return wrapper
-
-    return deco
 
 
 # --------------------------------------------------------------------------- pointwise
@@ -132,7 +86,7 @@ def sub(a, b, *, alpha=1):
     if alpha != 1:
         b = b * alpha if isinstance(b, Scalar) else mul(b, alpha)
     if isinstance(a, Scalar):
-        return apply(P.sub, a, b, grad_name="RsubBackward1", scalar_edges=False)
+        return apply(P.sub, a, b)  # RsubBackward1
     return apply(P.sub, a, b)
 
 
@@ -163,7 +117,7 @@ def div(a, b, *, rounding_mode=None):
         db = b._data if isinstance(b, Tensor) else b
         return Tensor._make(torch.div(da, db, rounding_mode=rounding_mode))
     if isinstance(a, Scalar):
-        return apply(P.div, a, b, scalar_edges=False)
+        return apply(P.div, a, b)
     return apply(P.div, a, b)
 
 
@@ -172,11 +126,7 @@ divide = true_divide = div
 
 def pow(a, b):
     a, b = _t(a), _t(b)
-    if isinstance(b, Scalar):
-        return apply(P.pow_, a, b, grad_name="PowBackward0", scalar_edges=False)
-    if isinstance(a, Scalar):
-        return apply(P.pow_, a, b, grad_name="PowBackward2", scalar_edges=False)
-    return apply(P.pow_, a, b, grad_name="PowBackward1")
+    return apply(P.pow_, a, b)
 
 
 def square(x):
@@ -255,7 +205,7 @@ def sum(x, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
-        return apply(P.sum_, x, grad_name="SumBackward0", dims=None, keepdim=False)
+        return apply(P.sum_, x, dims=None, keepdim=False)
     return apply(P.sum_, x, dims=_dims_arg(dim), keepdim=keepdim)
 
 
@@ -318,17 +268,17 @@ def argmin(x, dim=None, keepdim=False):
 
 def _max_min(x, dim, keepdim, which):
     """``max``/``min``: the full reduction, or (values, indices) along ``dim``."""
-    prim, pairwise, arg, name = {
-        "max": (P.amax, maximum, argmax, "Max"), "min": (P.amin, minimum, argmin, "Min")}[which]
+    prim, pairwise, arg = {"max": (P.amax, maximum, argmax),
+                           "min": (P.amin, minimum, argmin)}[which]
     if isinstance(dim, Tensor):
         return pairwise(x, dim)
     if dim is None:
-        return apply(prim, x, grad_name=f"{name}Backward1", dims=None, keepdim=False)
+        return apply(prim, x, overload=which, dims=None, keepdim=False)
     indices = arg(x, dim, keepdim)
     result = getattr(return_types, which)
     if _picks_by_index(x):
         return result(_picked[which](x, dim, keepdim, indices=indices), indices)
-    values = apply(prim, x, grad_name=f"{name}Backward0", dims=(dim,), keepdim=keepdim)
+    values = apply(prim, x, overload=f"{which}.dim", dims=(dim,), keepdim=keepdim)
     return result(values, indices)
 
 
@@ -425,16 +375,15 @@ def _copies(x, shape):
     return False
 
 
-def reshape(x, *shape, grad_name=None):
+def reshape(x, *shape):
     shape = _infer_shape(x, _shape_arg(shape))
-    if grad_name is None and _copies(x, shape):
+    overload = None
+    if _copies(x, shape):
         # PyTorch's reshape copies as clone + _unsafe_view: two nodes
         if x.requires_grad and _mode.enabled:
             x = apply(P.copy, x)
-        grad_name = "UnsafeViewBackward0"
-    if tuple(x.shape) == shape and grad_name is None:
-        return apply(P.reshape, x, shape=shape)
-    return apply(P.reshape, x, grad_name=grad_name, shape=shape)
+        overload = "_unsafe_view"
+    return apply(P.reshape, x, overload=overload, shape=shape)
 
 
 def view(x, *shape):
@@ -468,11 +417,11 @@ def flatten(x, start_dim=0, end_dim=-1):
 def squeeze(x, dim=None):
     if dim is None:
         shape = [s for s in x.shape if s != 1]
-        return apply(P.reshape, x, grad_name="SqueezeBackward0", shape=tuple(shape))
+        return apply(P.reshape, x, overload="squeeze", shape=tuple(shape))
     dims = normalize_dims("squeeze", _dims_arg(dim), x.dim())
     shape = [s for i, s in enumerate(x.shape) if not (i in dims and s == 1)]
-    name = "SqueezeBackward1" if isinstance(dim, int) else "SqueezeBackward2"
-    return apply(P.reshape, x, grad_name=name, shape=tuple(shape))
+    overload = "squeeze.dim" if isinstance(dim, int) else "squeeze.dims"
+    return apply(P.reshape, x, overload=overload, shape=tuple(shape))
 
 
 def unsqueeze(x, dim):
@@ -481,7 +430,7 @@ def unsqueeze(x, dim):
           f"range of [{-nd}, {nd - 1}], but got {dim})", IndexError)
     dim %= nd
     shape = (*x.shape[:dim], 1, *x.shape[dim:])
-    return apply(P.reshape, x, grad_name="UnsqueezeBackward0", shape=shape)
+    return apply(P.reshape, x, overload="unsqueeze", shape=shape)
 
 
 def permute(x, *dims):
@@ -489,14 +438,18 @@ def permute(x, *dims):
     return apply(P.permute, x, dims=dims)
 
 
-def transpose(x, dim0, dim1, *, grad_name="TransposeBackward0"):
+def transpose(x, dim0, dim1):
+    return _transpose(x, dim0, dim1, "transpose.int")
+
+
+def _transpose(x, dim0, dim1, overload):
     nd = x.dim()
     if nd < 2 and dim0 in (0, -1) and dim1 in (0, -1):
-        return apply(P.reshape, x, grad_name=grad_name, shape=tuple(x.shape))
+        return apply(P.reshape, x, overload=overload, shape=tuple(x.shape))
     d0, d1 = normalize_dims("transpose", dim0, nd)[0], normalize_dims("transpose", dim1, nd)[0]
     dims = list(range(nd))
     dims[d0], dims[d1] = dims[d1], dims[d0]
-    return apply(P.permute, x, grad_name=grad_name, dims=tuple(dims))
+    return apply(P.permute, x, overload=overload, dims=tuple(dims))
 
 
 swapaxes = transpose
@@ -505,8 +458,7 @@ swapaxes = transpose
 def t(x):
     check(x.dim() <= 2, lambda: f"t() expects a tensor with <= 2 dimensions, but self is "
           f"{x.dim()}D")
-    return transpose(x, 0, -1, grad_name="TBackward0") if x.dim() == 2 else \
-        apply(P.reshape, x, grad_name="TBackward0", shape=tuple(x.shape))
+    return _transpose(x, 0, -1, "t")
 
 
 def expand(x, *sizes):
@@ -577,7 +529,7 @@ def getitem(x, idx):
             raise IndexError(f"fusegrad: unsupported index of type {type(i).__name__}; "
                              "only ints, slices, None, Ellipsis and index tensors are allowed")
     if out is x:
-        out = apply(P.reshape, x, grad_name="AliasBackward0", shape=tuple(x.shape))
+        out = apply(P.reshape, x, overload="alias", shape=tuple(x.shape))
     return out
 
 
@@ -635,8 +587,8 @@ def stack(tensors, dim=0):
 # --------------------------------------------------------------------------- matmul
 
 
-def _mm(a, b, grad_name="MmBackward0"):
-    return apply(P.matmul, a, b, grad_name=grad_name)
+def _mm(a, b):
+    return apply(P.matmul, a, b)
 
 
 @composite("MvBackward0")
@@ -668,22 +620,22 @@ def matmul(a, b):
     if da == 1:
         out = _mm(unsqueeze(a, 0), b) if db == 2 else matmul(unsqueeze(a, 0), b)
         if db > 2:  # PyTorch folds this into one mv and ends in _unsafe_view
-            return apply(P.reshape, out, grad_name="UnsafeViewBackward0",
+            return apply(P.reshape, out, overload="_unsafe_view",
                          shape=(*out.shape[:-2], out.shape[-1]))
-        return apply(P.reshape, out, grad_name="SqueezeBackward4", shape=tuple(out.shape[1:]))
+        return apply(P.reshape, out, overload="squeeze_.dim", shape=tuple(out.shape[1:]))
     if db == 1:
         out = matmul(a, unsqueeze(b, -1))
-        return apply(P.reshape, out, grad_name="UnsafeViewBackward0", shape=tuple(out.shape[:-1]))
+        return apply(P.reshape, out, overload="_unsafe_view", shape=tuple(out.shape[:-1]))
     if da == 2 and db == 2:
         return _mm(a, b)
     if db == 2:  # fold the batch into rows: one large mm, as PyTorch does
         flat = reshape(a, (-1, a.shape[-1]))
         out = _mm(flat, b)
-        return reshape(out, (*a.shape[:-1], b.shape[-1]), grad_name="UnsafeViewBackward0")
-    out = apply(P.matmul, a, b, grad_name="BmmBackward0")
+        return apply(P.reshape, out, overload="_unsafe_view", shape=(*a.shape[:-1], b.shape[-1]))
+    out = apply(P.matmul, a, b)  # BmmBackward0
     # PyTorch's last step (and so its grad_fn name): a contiguous() of a transposed result
     # for 2-D @ batched, an _unsafe_view of the bmm result otherwise
-    return apply(P.reshape, out, grad_name="CloneBackward0" if da == 2 else "UnsafeViewBackward0",
+    return apply(P.reshape, out, overload="clone" if da == 2 else "_unsafe_view",
                  shape=tuple(out.shape))
 
 
@@ -696,7 +648,7 @@ def mm(a, b):
 def bmm(a, b):
     check(a.dim() == 3 and b.dim() == 3, lambda: f"bmm: batch1 and batch2 must be 3D tensors, "
           f"got {a.dim()}D and {b.dim()}D")
-    return apply(P.matmul, a, b, grad_name="BmmBackward0")
+    return apply(P.matmul, a, b)
 
 
 def dot(a, b):

@@ -12,7 +12,7 @@ from fusegrad import ops as O
 from fusegrad import primitives as P
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.primitives import Scalar
-from fusegrad.dispatch import apply_inplace, assign, check_inplace, current
+from fusegrad.dispatch import apply, apply_inplace, assign, check_inplace, current
 from fusegrad.tensor import Tensor
 
 
@@ -60,7 +60,15 @@ tanh_ = _inplace_unary(P.tanh)
 sqrt_ = _inplace_unary(P.sqrt)
 
 
-def fill_(self, value, *, grad_name=None):
+def fill_(self, value):
+    return _fill(self, value, "fill_.Scalar")
+
+
+def zero_(self):
+    return _fill(self, 0, "zero_")
+
+
+def _fill(self, value, overload):
     check_inplace(self)
     tracked = _mode.enabled and (self.requires_grad or (
         isinstance(value, Tensor) and value.requires_grad))
@@ -68,12 +76,8 @@ def fill_(self, value, *, grad_name=None):
             self, "fill_", [value._data if isinstance(value, Tensor) else value]):
         return self
     if isinstance(value, Scalar):
-        return _write(self, O.full_like(self, value), grad_name or "FillBackward2")
-    return _write(self, O.expand(O.cast(value, self.dtype), self.shape), "FillBackward3")
-
-
-def zero_(self):
-    return fill_(self, 0, grad_name="ZeroBackward0")
+        return _write(self, O.full_like(self, value), overload)
+    return _write(self, O.expand(O.cast(value, self.dtype), self.shape), "fill_.Tensor")
 
 
 def copy_(self, src, non_blocking=False):
@@ -87,10 +91,10 @@ def copy_(self, src, non_blocking=False):
     value = O.expand(O.cast(src, self.dtype), self.shape)
     if tuple(value.shape) == tuple(self.shape) and value is src:
         value = O.clone(value)
-    return _write(self, value, "CopyBackwards")
+    return _write(self, value, "copy_")
 
 
-def _write(self, value, grad_name):
+def _write(self, value, overload):
     """Make ``value`` the new content of ``self`` (functional form of an in-place write)."""
     if _mode.enabled and (self.requires_grad or value.requires_grad):
         if self._base is not None:
@@ -99,8 +103,8 @@ def _write(self, value, grad_name):
                 "copy_/fill_/zero_: in-place operations on a view are not supported when "
                 "autograd records them; use the out-of-place op instead")
         # one node, named as PyTorch's, that sends the old content a zero gradient
-        value = O.apply(P.where, O.zeros_like(self, dtype=torch.bool), self, value,
-                        grad_name=grad_name)
+        value = apply(P.where, O.zeros_like(self, dtype=torch.bool), self, value,
+                        overload=overload)
     return assign(self, value)
 
 
@@ -144,7 +148,7 @@ def _new_factory(fn):
 def _rtruediv(self, other):
     # PyTorch computes ``2 / x`` as ``x.reciprocal() * 2``, hence its MulBackward0
     if isinstance(other, Scalar):
-        return O.apply(P.div, other, self, grad_name="MulBackward0", scalar_edges=False)
+        return apply(P.div, other, self, overload="__rtruediv__")
     return O.div(other, self)
 
 

@@ -3,13 +3,17 @@ autograd node named as PyTorch names it."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 
 from fusegrad import factories, ops
+from fusegrad import primitives as P
+from fusegrad.autograd.names import composite
+from fusegrad.dispatch import apply
 from fusegrad.interpreter import is_symbolic
-from fusegrad.ops import composite, log_softmax, sigmoid, softmax, tanh  # noqa: F401
+from fusegrad.ops import log_softmax, sigmoid, softmax, tanh  # noqa: F401
 from fusegrad.primitives import check
 
 __all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "linear", "mse_loss",
@@ -24,7 +28,7 @@ def relu(input, inplace=False):
 
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias``; 2-D input becomes one addmm, like PyTorch's."""
-    rows = int(ops.math.prod(input.shape[:-1])) if input.dim() > 1 else 1
+    rows = int(math.prod(input.shape[:-1])) if input.dim() > 1 else 1
     check(input.shape[-1] == weight.shape[-1], lambda: f"linear: mat1 and mat2 shapes cannot be "
           f"multiplied ({rows}x{input.shape[-1]} and {weight.shape[1]}x{weight.shape[0]})")
     wt = ops.t(weight)
@@ -35,7 +39,7 @@ def linear(input, weight, bias=None):
     lead = input.shape[:-1]
     flat = ops.reshape(input, (-1, input.shape[-1]))
     out = ops.addmm(bias, flat, wt)
-    return ops.reshape(out, (*lead, weight.shape[0]), grad_name="ViewBackward0")
+    return ops.view(out, (*lead, weight.shape[0]))
 
 
 def _reduce(loss, reduction):
@@ -193,7 +197,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         check(reduction == "mean", lambda: f"{reduction} is not a valid value for reduction",
               ValueError)
         n = input.numel() // input.shape[dim]
-        return ops.apply(ops.P.div, total, n, grad_name="DivBackward1", scalar_edges=False)
+        return apply(P.div, total, n, overload="div.Scalar")
     check(label_smoothing == 0.0, lambda: "cross_entropy: label_smoothing with class-index "
           "targets is not supported")
     return nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
