@@ -7,7 +7,7 @@
 import torch as _torch
 
 from fusegrad import autograd, ops
-from fusegrad import tensor_methods  # noqa: F401  (binds Tensor methods and operators)
+from fusegrad.ops import methods as _methods  # noqa: F401  (binds Tensor methods, operators)
 from fusegrad.autograd.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
                                          is_inference_mode_enabled, no_grad, set_grad_enabled)
 from fusegrad.factories import *  # noqa: F401,F403

@@ -6,7 +6,8 @@ import torch
 
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.dispatch import current
-from fusegrad.ops import _shape_arg, full, full_like, ones, ones_like, zeros, zeros_like
+from fusegrad.ops.creation import full, full_like, ones, ones_like, zeros, zeros_like
+from fusegrad.ops.movement import _shape_arg
 from fusegrad.tensor import Tensor
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "from_torch", "empty", "empty_like", "eye",

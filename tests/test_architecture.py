@@ -66,7 +66,7 @@ LAYERS = [
     ("primitives",),
     ("interpreter",),
     ("autograd", "tensor", "dispatch"),
-    ("ops", "factories", "tensor_methods", "primitives.vjp"),
+    ("ops", "factories", "primitives.vjp"),
     ("nn", "optim", "serialization"),
     ("runtime",),
     ("compiler.ir",),

@@ -1,8 +1,5 @@
-"""In-place ops and the binding of every op as a ``Tensor`` method and Python operator.
-
-In-place ops write into a tensor's storage, bump its version counter and continue its
-autograd history from the new node; under a trace they become functional updates.
-"""
+"""Every op bound as a ``Tensor`` method and Python operator (``import fusegrad`` imports
+this module)."""
 
 from __future__ import annotations
 
@@ -10,105 +7,12 @@ import torch
 
 from fusegrad import ops as O
 from fusegrad import primitives as P
-from fusegrad.autograd.grad_mode import _mode
+from fusegrad.dispatch import apply
+from fusegrad.ops.conversion import _caster
+from fusegrad.ops.inplace import (_inplace_unary, add_, clamp_, copy_, div_, exp_, fill_, mul_,
+                                  neg_, pow_, relu_, sigmoid_, sqrt_, sub_, tanh_, zero_)
 from fusegrad.primitives import Scalar
-from fusegrad.dispatch import apply, apply_inplace, assign, check_inplace, current
 from fusegrad.tensor import Tensor
-
-
-# --------------------------------------------------------------------------- in-place
-
-
-def _inplace_binary(prim):
-    def op(self, other, *, alpha=1):
-        other = O._t(other)
-        if alpha != 1:
-            other = O.mul(other, alpha)
-        return apply_inplace(prim, self, other)
-
-    op.__name__ = prim.name + "_"
-    return op
-
-
-add_ = _inplace_binary(P.add)
-sub_ = _inplace_binary(P.sub)
-mul_ = _inplace_binary(P.mul)
-div_ = _inplace_binary(P.div)
-
-
-def pow_(self, exponent):
-    return apply_inplace(P.pow_, self, exponent)
-
-
-def clamp_(self, min=None, max=None):
-    return apply_inplace(P.clamp, self, lo=min, hi=max)
-
-
-def _inplace_unary(prim):
-    def op(self):
-        return apply_inplace(prim, self)
-
-    op.__name__ = prim.name + "_"
-    return op
-
-
-exp_ = _inplace_unary(P.exp)
-neg_ = _inplace_unary(P.neg)
-relu_ = _inplace_unary(P.relu)
-sigmoid_ = _inplace_unary(P.sigmoid)
-tanh_ = _inplace_unary(P.tanh)
-sqrt_ = _inplace_unary(P.sqrt)
-
-
-def fill_(self, value):
-    return _fill(self, value, "fill_.Scalar")
-
-
-def zero_(self):
-    return _fill(self, 0, "zero_")
-
-
-def _fill(self, value, overload):
-    check_inplace(self)
-    tracked = _mode.enabled and (self.requires_grad or (
-        isinstance(value, Tensor) and value.requires_grad))
-    if not tracked and current().mutate(
-            self, "fill_", [value._data if isinstance(value, Tensor) else value]):
-        return self
-    if isinstance(value, Scalar):
-        return _write(self, O.full_like(self, value), overload)
-    return _write(self, O.expand(O.cast(value, self.dtype), self.shape), "fill_.Tensor")
-
-
-def copy_(self, src, non_blocking=False):
-    check_inplace(self)
-    src = O._t(src)
-    tracked = _mode.enabled and (self.requires_grad or (
-        isinstance(src, Tensor) and src.requires_grad))
-    if not tracked and current().mutate(
-            self, "copy_", [src._data if isinstance(src, Tensor) else src]):
-        return self
-    value = O.expand(O.cast(src, self.dtype), self.shape)
-    if tuple(value.shape) == tuple(self.shape) and value is src:
-        value = O.clone(value)
-    return _write(self, value, "copy_")
-
-
-def _write(self, value, overload):
-    """Make ``value`` the new content of ``self`` (functional form of an in-place write)."""
-    if _mode.enabled and (self.requires_grad or value.requires_grad):
-        if self._base is not None:
-            # the base would not see the new history (PyTorch's CopySlices is not built)
-            raise RuntimeError(
-                "copy_/fill_/zero_: in-place operations on a view are not supported when "
-                "autograd records them; use the out-of-place op instead")
-        # one node, named as PyTorch's, that sends the old content a zero gradient
-        value = apply(P.where, O.zeros_like(self, dtype=torch.bool), self, value,
-                        overload=overload)
-    return assign(self, value)
-
-
-# --------------------------------------------------------------------------- Tensor methods
 
 # Tensor methods that are the op of the same name in fusegrad.ops
 _SAME_NAME = """neg exp log sqrt abs sin cos tanh sigmoid relu sign clone add sub mul div pow
@@ -172,7 +76,7 @@ def _bind_methods():
         for name, fn in table.items():
             setattr(Tensor, name, fn)
     for name, dtype in _CASTS.items():
-        setattr(Tensor, name, O._caster(dtype))
+        setattr(Tensor, name, _caster(dtype))
     Tensor.where = _where_method
     Tensor.cpu = lambda self: O.to(self, "cpu")
     Tensor.cuda = lambda self, device=None: O.to(self, device or "cuda")
