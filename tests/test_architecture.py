@@ -127,6 +127,137 @@ def test_primitives_and_runtime_import_nothing_above_them():
                 assert _layer(target) <= _layer(me), f"{me} imports {target}"
 
 
+# --------------------------------------------------------------------------- the eager core
+
+# The eager core: it reaches the compiler only through the current interpreter.
+CORE = ["tensor", "dispatch", "interpreter", "factories", "ops", "autograd", "nn", "optim"]
+
+# Function-local imports of fusegrad modules left in the core, each with its reason.
+LOCAL_IMPORTS = {
+    # backward() makes its default gradient through dispatch, a layer above Tensor
+    ("fusegrad/tensor.py", "Tensor.backward", "fusegrad.autograd.api"),
+}
+
+
+def _core_modules():
+    for path, tree in _modules():
+        rel = path.relative_to(PKG).as_posix()
+        if any(rel.removesuffix(".py") == c or rel.startswith(c + "/") for c in CORE):
+            yield path, tree
+
+
+def test_the_core_never_asks_for_the_tracer():
+    """Tracing is an interpreter: no core module tests for a tracer or imports the compiler."""
+    hits = []
+    for path, tree in _core_modules():
+        rel = path.relative_to(PKG.parent).as_posix()
+        if "trace_state" in path.read_text():
+            hits.append(f"{rel} mentions trace_state")
+        for node in ast.walk(tree):
+            hits += [f"{rel}:{node.lineno} imports {t}" for t in _imports(node)
+                     if t == "fusegrad.compiler" or t.startswith("fusegrad.compiler.")]
+    assert not hits, hits
+
+
+def _local_imports(tree):
+    """(qualified function name, imported module) of the imports inside functions."""
+    out = []
+
+    def visit(node, scope):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, scope + [child.name])
+            elif isinstance(child, (ast.Import, ast.ImportFrom)):
+                if scope:  # inside a function or class body
+                    out.extend((".".join(scope), t) for t in _imports(child))
+            else:
+                visit(child, scope)
+
+    visit(tree, [])
+    return out
+
+
+def test_the_core_has_no_function_local_imports_but_the_listed_ones():
+    """A function-local import hides a cycle; the core may keep only those listed above."""
+    found = set()
+    for path, tree in _core_modules():
+        rel = path.relative_to(PKG.parent).as_posix()
+        found |= {(rel, fn, target) for fn, target in _local_imports(tree)}
+    new, gone = sorted(found - LOCAL_IMPORTS), sorted(LOCAL_IMPORTS - found)
+    assert not new, f"function-local imports in the core (import at module top): {new}"
+    assert not gone, f"no longer there, drop them from LOCAL_IMPORTS: {gone}"
+
+
+def test_the_core_imports_form_no_cycle():
+    """Module-level imports between core modules form a DAG (a package's ``__init__`` only
+    re-exports, so ``from fusegrad.ops import movement`` is an edge to the submodule)."""
+    mods = {_module_name(path): tree for path, tree in _core_modules()}
+    graph = {}
+    for me, tree in mods.items():
+        edges = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module in mods:
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                edges |= {s for s in subs if s in mods} or {node.module}
+            else:
+                edges |= {t for t in _imports(node) if t in mods}
+        graph[me] = edges - {me}
+    state = {}
+
+    def visit(m, path):
+        state[m] = "open"
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(path + [m, n]))
+            if n not in state:
+                visit(n, path + [m])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+
+
+def test_every_interpreter_implements_the_whole_protocol():
+    """Eager and the tracer answer every op and every effect: none falls back unnoticed."""
+    from fusegrad.compiler.tracer import Tracer
+    from fusegrad.interpreter import Eager, Effects, Interpreter
+
+    wanted = {n for proto in (Interpreter, Effects) for n, v in vars(proto).items()
+              if callable(v) and not n.startswith("_")}
+    assert len(wanted) > 10
+    for cls in (Eager, Tracer):
+        missing = sorted(n for n in wanted if not callable(getattr(cls, n, None)))
+        assert not missing, f"{cls.__name__} lacks {missing}"
+
+
+def test_iota_in_a_trace_is_a_constant_of_the_program():
+    """ops.iota (one-hot masks, max(dim)'s gradient) is a Const source, never a captured
+    tensor guarded by identity."""
+    from fusegrad.compiler.ir.io import Captured, Const
+
+    x = fg.randn(3, 4)
+    w = fg.nn.Parameter(fg.randn(4, 5))
+    target = fg.tensor([0, 4, 2])
+
+    def step():
+        w.grad = None
+        loss = fg.nn.functional.cross_entropy(x @ w, target)
+        loss.backward()
+        return loss
+
+    cf = fg.compile(step, backend="cpu")
+    for _ in range(2):
+        loss = cf()
+    want = fg.nn.functional.cross_entropy(x @ w, target)
+    assert torch.allclose(loss._data, want._data)
+    sources = cf.program.graph.sources
+    assert not any(isinstance(s, Captured) and s.tensor.dtype == torch.int64
+                   and s.tensor is not target for s in sources)
+    raw = fg.compiler.tracer.trace(step, (), {}, [])[0]
+    assert any(isinstance(s, Const) and s.data.dtype == torch.int64 for s in raw.sources)
+
+
 # --------------------------------------------------------------------------- one record
 
 
