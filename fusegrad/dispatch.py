@@ -15,8 +15,8 @@ from fusegrad import primitives as P
 from fusegrad.autograd.engine import gradient_edge
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.autograd.names import node_name
-from fusegrad.autograd.node import SECOND_BACKWARD, Node, SavedTensor, _Ctx, _SavedInputs, \
-    node_class
+from fusegrad.autograd.node import (SECOND_BACKWARD, Node, SavedTensor, _Ctx, _SavedInputs,
+                                    node_class)
 from fusegrad.interpreter import (EAGER, Eager, Effects, Interpreter, Wrapper,  # noqa: F401
                                   current, interpreting, is_symbolic, raise_op_error)
 from fusegrad.primitives import aval_of

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import pathlib
 import subprocess
 import sys
@@ -216,6 +217,29 @@ def test_the_core_imports_form_no_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
+
+
+def test_every_overload_an_op_names_is_in_the_naming_table():
+    """``apply(..., overload="...")`` keys into autograd/names.py's one table of names."""
+    from fusegrad.autograd.names import OVERLOADS
+
+    def strings(node):  # the literal keys an expression can give (not f-string pieces)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, ast.IfExp):
+            return strings(node.body) | strings(node.orelse)
+        return set()
+
+    used = set()
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            used |= {k for kw in node.keywords if kw.arg == "overload" for k in strings(kw.value)}
+            if getattr(node.func, "id", "") in ("_transpose", "_fill", "_write"):
+                used |= {k for a in node.args for k in strings(a)}  # helpers that pass it on
+    assert len(used) > 10 and used <= set(OVERLOADS), sorted(used - set(OVERLOADS))
+    assert all(re.fullmatch(r"[A-Z]\w*Backwards?\d*", n.name) for n in OVERLOADS.values())
 
 
 def test_every_interpreter_implements_the_whole_protocol():
