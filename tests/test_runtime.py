@@ -19,7 +19,7 @@ import textwrap
 import pytest
 
 import fusegrad as fg
-import fusegrad.nn.functional as F
+from steps import mlp_graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,25 +216,6 @@ def test_autotune_keeps_the_fastest_config_that_runs(monkeypatch, _kernel_cache)
     assert rec.tuned and rec.constexprs == {"BLOCK": 256} and rec.grid == (4,)
 
 
-def _mlp_graph():
-    fg.manual_seed(0)
-    model = fg.nn.Sequential(fg.nn.Linear(6, 9), fg.nn.ReLU(), fg.nn.Linear(9, 4))
-    opt = fg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    c = fg.compile(step, backend="cpu")
-    x, y = fg.randn(1200, 6), fg.randint(0, 4, (1200,))
-    c(x, y)
-    c(x, y)
-    return c.program.graph, (x, y)
-
-
 def test_native_program_prepares_and_tunes_at_build_time(monkeypatch, _kernel_cache):
     # the GPU path with the compiler and the timer replaced: every decision happens while
     # the program is built, and run() only calls the prepared launches
@@ -250,7 +231,7 @@ def test_native_program_prepares_and_tunes_at_build_time(monkeypatch, _kernel_ca
     monkeypatch.setattr(L, "_native_launcher", fake_launcher)
     monkeypatch.setattr(L, "_bench", lambda fn: (fn(), timed.append(1), float(len(timed)))[2])
     monkeypatch.setenv("FUSEGRAD_AUTOTUNE", "1")
-    graph, (x, y) = _mlp_graph()
+    graph, (x, y) = mlp_graph(dims=(6, 9, 4), batch=1200)
     prog = TB.TritonProgram(graph)
     assert len(prog.launches) == len(prog.kernels)
     tuned = [r for r in prog.launches if r.tuned]
@@ -275,7 +256,7 @@ def test_native_program_prepares_and_tunes_at_build_time(monkeypatch, _kernel_ca
 def test_program_without_a_runtime_prepares_nothing(_kernel_cache):
     from fusegrad.compiler.backends.triton.program import TritonProgram
 
-    graph, (x, y) = _mlp_graph()
+    graph, (x, y) = mlp_graph(dims=(6, 9, 4), batch=1200)
     prog = TritonProgram(graph)  # CPU tensors, no interpreter in this process
     assert all(r.launch is None for r in prog.launches)
     assert "K" in prog.source and ".launch(" in prog.source

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 import fusegrad as fg
-import fusegrad.nn as nn
-import fusegrad.nn.functional as F
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.backends.triton import layout as TL
 from fusegrad.compiler.backends.cpu import count_calls
@@ -21,27 +19,9 @@ from fusegrad.compiler.ir import Eqn, Graph, Var
 from fusegrad.compiler.ir.io import Arg, Returned, WriteInPlace
 from fusegrad.compiler.backends.triton.codegen import generate
 from fusegrad.primitives import PRIMS, Kind, Primitive
+from steps import mlp_step, sgd_update_step
 
 MB = 1e6
-
-
-def mlp_step(dims=(784, 256, 10), batch=64, opt="sgd_momentum", set_to_none=True, seed=0):
-    fg.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(dims[0], dims[1]), nn.ReLU(), nn.Linear(dims[1], dims[2]))
-    if opt == "sgd_momentum":
-        optim = fg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    else:
-        optim = fg.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step(x, y):
-        optim.zero_grad(set_to_none=set_to_none)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optim.step()
-        return loss
-
-    x, y = fg.randn(batch, dims[0]), fg.randint(0, dims[-1], (batch,))
-    return fg.compile(step, backend="cpu"), (x, y)
 
 
 def programs(step, args, calls=2):
@@ -215,18 +195,7 @@ def test_reductions_over_each_axis():
 
 
 def test_multi_tensor_optimizer_kernel():
-    params = [fg.randn(33, requires_grad=True), fg.randn(5, 7, requires_grad=True),
-              fg.randn(1029, requires_grad=True)]
-    opt = fg.optim.SGD(params, lr=0.1, momentum=0.9)
-
-    def step(*grads):
-        for p, g in zip(params, grads):
-            p.grad = g
-        opt.step()
-
-    c = fg.compile(step, backend="cpu")
-    for _ in range(2):
-        c(*[fg.randn(*p.shape) for p in params])
+    c = sgd_update_step()
     (g,) = TL.schedule(c.program.graph)
     assert g.kind == "multi" and len(g.segments) == 3
     assert g.name == "multi_tensor_sgd_0"

@@ -9,8 +9,6 @@ import re
 import pytest
 
 import fusegrad as fg
-import fusegrad.nn as nn
-import fusegrad.nn.functional as F
 from fusegrad.compiler.backends.triton import layout as S
 from fusegrad.compiler.backends.triton.aot import aot_compile
 from fusegrad._util.index import render
@@ -18,6 +16,7 @@ from fusegrad.compiler.backends.triton.emit import EMITTERS
 from fusegrad.compiler.backends.triton.codegen import generate
 from fusegrad.runtime.kernels import load_kernel
 from fusegrad.primitives import PRIMS, Kind
+from steps import mlp_graph, sgd_update_step
 
 
 @pytest.fixture(autouse=True)
@@ -25,28 +24,9 @@ def _kernel_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path / "kernels"))
 
 
-def mlp_graph(dims=(784, 256, 10), batch=64, calls=2):
-    fg.manual_seed(0)
-    model = nn.Sequential(nn.Linear(dims[0], dims[1]), nn.ReLU(), nn.Linear(dims[1], dims[2]))
-    opt = fg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    c = fg.compile(step, backend="cpu")
-    x, y = fg.randn(batch, dims[0]), fg.randint(0, dims[-1], (batch,))
-    for _ in range(calls):
-        c(x, y)
-    return c.program.graph
-
-
 @pytest.fixture(scope="module")
 def mlp_kernels():
-    return [generate(g) for g in S.schedule(mlp_graph())]
+    return [generate(g) for g in S.schedule(mlp_graph()[0])]
 
 
 def test_kernel_modules_are_readable(mlp_kernels):
@@ -57,11 +37,11 @@ def test_kernel_modules_are_readable(mlp_kernels):
         assert "# fuses:" in head
         ir_lines = [ln for ln in head if re.match(r"#   t\d+ = ", ln)]
         assert len(ir_lines) == len(k.ops)
-        assert any("test_triton_codegen.py:" in ln for ln in head if ln.startswith("# from"))
+        assert any("steps.py:" in ln for ln in head if ln.startswith("# from"))
         assert f"def {k.name}(" in k.source and "@triton.jit" in k.source
         assert "pid = tl.program_id(0)" in k.source
         assert "mask=" in k.source and "tmp1 = " in k.source
-        assert k.provenance and all("test_triton_codegen.py" in p for p in k.provenance)
+        assert k.provenance and all("steps.py" in p for p in k.provenance)
 
 
 def test_mlp_kernel_names(mlp_kernels):
@@ -163,18 +143,7 @@ def test_triton_program_introspection_and_dump(tmp_path, monkeypatch, capfd):
 
 
 def _multi_tensor_kernel():
-    params = [fg.randn(33, requires_grad=True), fg.randn(5, 7, requires_grad=True),
-              fg.randn(1029, requires_grad=True)]
-    opt = fg.optim.SGD(params, lr=0.1, momentum=0.9)
-
-    def step(*grads):
-        for p, g in zip(params, grads):
-            p.grad = g
-        opt.step()
-
-    c = fg.compile(step, backend="cpu")
-    for _ in range(2):
-        c(*(fg.randn(*p.shape) for p in params))
+    c = sgd_update_step()
     (k,) = [generate(g) for g in S.schedule(c.program.graph)]
     assert k.name.startswith("multi_tensor_") and len(k.group.segments) == 3
     return k
