@@ -233,3 +233,10 @@ def test_op_without_template_fails_loudly():
     g = Graph([x], [Eqn(weird, [x], {}, y, "t.py:1")], [y], [Arg(0)], [Returned(0)])
     with pytest.raises(NotImplementedError, match="weird_op"):
         [generate(k) for k in TL.schedule(g)]
+
+
+def test_a_cpu_program_still_shows_its_triton_kernels(mlp_programs):
+    prog = mlp_programs[1]
+    names = [k.name for k in prog.triton_kernels]
+    assert names == [k.name for k in TritonProgram(prog.graph).kernels]
+    assert all("@triton.jit" in k.source for k in prog.triton_kernels)

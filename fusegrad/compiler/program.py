@@ -68,6 +68,21 @@ class Program:
         kernels on triton, the ATen call of each group on cpu."""
         return self._impl.kernels
 
+    @property
+    def triton_kernels(self):
+        """The Triton kernels the ``triton`` backend launches for this graph, whichever
+        backend runs it: readable, dumpable and buildable ahead of time
+        (``fusegrad.compiler.aot_compile``) on a machine without a GPU."""
+        if self.backend == "triton":
+            return self.kernels
+        if self._triton_kernels is None:
+            from fusegrad.compiler.backends.triton import codegen, layout
+
+            self._triton_kernels = [codegen.generate(g) for g in layout.schedule(self.graph)]
+        return self._triton_kernels
+
+    _triton_kernels = None
+
     def stats(self) -> dict:
         """``n_kernels`` (groups), ``n_calls`` (launches or ATen calls per run, views and
         copies included), ``n_copies``, ``bytes_moved`` and ``flops`` of what the backend
