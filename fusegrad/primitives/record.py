@@ -28,13 +28,6 @@ class Kind(enum.Enum):
     def pointwise(self) -> bool:
         return self in _POINTWISE
 
-    def __eq__(self, other):  # "unary" == Kind.UNARY: older callers compared strings
-        if isinstance(other, str):
-            return self.value == other
-        return self is other
-
-    __hash__ = enum.Enum.__hash__
-
 
 _POINTWISE = frozenset({Kind.UNARY, Kind.BINARY, Kind.COMPARE, Kind.TERNARY})
 
