@@ -1,7 +1,11 @@
 """The ``cpu`` backend: the optimized graph as generated straight-line Python over ATen.
 
-No autograd bookkeeping runs on replay. Intermediates live in buffers allocated once per
-program and reused across calls by liveness; an elementwise op whose operand dies there
+Each primitive's ATen call comes from its record; epilogue rules, keyed by record, fuse a
+few equations into one call (matmul + bias into ``addmm``, the ReLU mask of backward into
+``threshold_backward``, ...). Each call is a group: ``stats()`` counts groups, the calls
+the generated program makes and its copies. No autograd bookkeeping runs on replay.
+Intermediates live in buffers allocated once per program and reused across calls by
+liveness; an elementwise op whose operand dies there
 writes into that operand's buffer; values that escape (returned, stored as ``.grad`` or
 optimizer state) get fresh storage every call, since the caller may keep them.
 """
@@ -28,7 +32,7 @@ from fusegrad.primitives import Kind
 class AtenCall:
     """A fused ATen call standing for several equations of the graph: the cpu backend's
     own lowering vocabulary, between the epilogue rules and code generation (the primitive
-    table is untouched)."""
+    table is untouched). It answers the record fields code generation reads."""
 
     kind = None
     is_view = False
@@ -444,7 +448,7 @@ def _inplace_form(prim, names, bufs, dest, numel):
         if bufs[1] == dest and prim.commutative:
             return [(prim.name, dest, a, None)]
         return None
-    op = getattr(prim, "foreach_op", None)
+    op = prim.foreach_op if isinstance(prim, AtenCall) else None
     if op is not None:  # x +/- sc * y: x and y tensors, sc a number
         x, y, sc = names
         if bufs[0] == dest:
