@@ -5,9 +5,9 @@ few equations into one call (matmul + bias into ``addmm``, the ReLU mask of back
 ``threshold_backward``, ...). Each call is a group: ``stats()`` counts groups, the calls
 the generated program makes and its copies. No autograd bookkeeping runs on replay.
 Intermediates live in buffers allocated once per program and reused across calls by
-liveness; an elementwise op whose operand dies there
-writes into that operand's buffer; values that escape (returned, stored as ``.grad`` or
-optimizer state) get fresh storage every call, since the caller may keep them.
+liveness; an elementwise op whose operand dies there writes into that operand's buffer;
+values that escape (returned, stored as ``.grad`` or optimizer state) get fresh storage
+every call, since the caller may keep them.
 """
 
 from __future__ import annotations
