@@ -13,7 +13,6 @@ every call, since the caller may keep them.
 from __future__ import annotations
 
 import ast
-import linecache
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,8 +20,8 @@ import torch
 
 from fusegrad import primitives as P
 from fusegrad._util import dtypes
-from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, read_source,
-                                              return_line, write_sink)
+from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, load_run,
+                                              read_source, return_line, write_sink)
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.cost import eqn_flops
 from fusegrad.compiler.schedule import Analysis, Group, group_io, io_bytes
@@ -229,11 +228,7 @@ class CpuProgram:
     def __init__(self, graph: Graph):
         self.graph = graph
         self.source, self._env, calls = _generate(graph)
-        filename = f"<fusegrad cpu program {id(self):x}>"
-        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True),
-                                     filename)  # tracebacks show the failing ATen line
-        exec(compile(self.source, filename, "exec"), self._env)
-        self.run = self._env["run"]
+        self.run = load_run(self.source, self._env, f"<fusegrad cpu program {id(self):x}>")
         an = Analysis(graph)
         self.groups, self.kernels = [], []
         for i, (call, covered, line) in enumerate(calls):

@@ -6,6 +6,7 @@ eager would bump. A backend adds only its launches and its own storage decisions
 
 from __future__ import annotations
 
+import linecache
 import math
 
 import torch
@@ -77,6 +78,15 @@ class BufferPool:
         for key, name in self.free_at.pop(i, ()):
             if self.holder_until.get(name) == i and name in self.made:
                 self.free.setdefault(key, []).append(name)
+
+
+def load_run(source: str, env: dict, name: str):
+    """Compile a generated ``run(args)`` into ``env`` and return it. The source is
+    registered with ``linecache`` under ``name``, so a failing call's traceback shows its
+    line of the generated program."""
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    exec(compile(source, name, "exec"), env)
+    return env["run"]
 
 
 def read_source(text: ProgramText, s) -> tuple[str, bool]:

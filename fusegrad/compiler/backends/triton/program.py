@@ -36,8 +36,8 @@ from fusegrad._util import dtypes
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.backends.triton import layout as triton_layout
 from fusegrad.compiler.backends.cpu import count_calls
-from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, read_source,
-                                              return_line, write_sink)
+from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, load_run,
+                                              read_source, return_line, write_sink)
 from fusegrad.compiler.backends.triton.codegen import generate
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, WriteGradInPlace,
@@ -69,11 +69,10 @@ class TritonProgram:
         launcher = _Launcher(graph, self.groups, self.kernels, mode)
         self.source, self._env = launcher.generate()
         self.launches = launcher.launches
-        code = compile(self.source, f"<fusegrad triton program {id(self):x}>", "exec")
-        exec(code, self._env)
+        run = load_run(self.source, self._env, f"<fusegrad triton program {id(self):x}>")
         # CPU tensors without the interpreter: the kernels exist and can be read, dumped and
         # AOT-compiled; they cannot run
-        self.run = self._env["run"] if mode is not None else _cannot_run
+        self.run = run if mode is not None else _cannot_run
 
     def stats(self) -> dict:
         """One launch per kernel; copies are the host-side ``copy_``/``clone`` calls."""
