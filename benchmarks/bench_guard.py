@@ -19,14 +19,11 @@ the machine moves one round, not a whole column. Prints a markdown table and wri
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
-import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fusegrad  # noqa: E402
@@ -34,7 +31,7 @@ from fusegrad.compiler.api import _flatten  # noqa: E402
 from fusegrad.nn.module import structure_version  # noqa: E402
 
 from bench_step import (SHAPES, add_threads_option, make_training, set_threads,  # noqa: E402
-                        training_step)
+                        training_step, write_results)
 
 BATCH = 50  # calls per timed sample: one perf_counter pair costs about as much as a check
 WARMUP = 5
@@ -117,12 +114,7 @@ def main(argv=None):
         print(f"| {r['shape']} | {r['guard_before_us']:.2f} | {r['guard_after_toggle_us']:.2f} "
               f"| {r['guard_slow_us']:.2f} | {r['step_before_us']:.1f} "
               f"| {r['step_after_toggle_us']:.1f} |")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                               "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
-                   "rows": rows}, f, indent=2)
-    print(f"\nwrote {args.out}")
+    write_results(args.out, rows=rows)
 
 
 if __name__ == "__main__":

@@ -262,6 +262,16 @@ def set_threads(n):
         torch.set_num_threads(n)
 
 
+def write_results(path, **payload):
+    """The benchmark's JSON, with the machine it ran on."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                               "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
+                   **payload}, f, indent=2)
+    print(f"\nwrote {path}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="tiny,small,medium")
@@ -294,12 +304,7 @@ def main(argv=None):
               f"{r['speedup_vs_torch_eager']:.2f} | {r['first_call_s']:.2f} | "
               f"{'yes' if r['matches_torch_eager'] else 'NO'} "
               f"({r['max_param_diff_vs_torch_eager']:.1e}) |")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                               "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
-                   "rows": all_rows, "program_stats": all_stats}, f, indent=2)
-    print(f"\nwrote {args.out}")
+    write_results(args.out, rows=all_rows, program_stats=all_stats)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from fusegrad import primitives as P
+from fusegrad._util import dtypes
 from fusegrad.autograd.engine import gradient_edge
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.autograd.names import node_name
@@ -175,9 +176,8 @@ def apply_inplace(prim, t, *args, **params):
     out = apply(prim, t, *args, **params)
     if out.dtype != t.dtype:
         raise RuntimeError(
-            f"result type {str(out.dtype).replace('torch.', '').capitalize()} can't be "
-            f"cast to the desired output type "
-            f"{str(t.dtype).replace('torch.', '').capitalize()}")
+            f"result type {dtypes.scalar_type(out.dtype)} can't be cast to the desired "
+            f"output type {dtypes.scalar_type(t.dtype)}")
     node = out.grad_fn
     if node is not None and isinstance(node._saved[0], SavedTensor) and \
             node._saved[0].tensor is t:

@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from fusegrad._util import dtypes
 from fusegrad._util.hooks import RemovableHandle
 from fusegrad.autograd import grad_mode
 from fusegrad.interpreter import current, is_symbolic
@@ -119,12 +120,13 @@ class Tensor:
             if value.dtype != self.dtype:
                 # PyTorch's words: a C++ type name for the gradient, a ScalarType for the tensor
                 raise RuntimeError(
-                    f"attempting to assign a gradient with dtype '{_cpp_name(value.dtype)}' to "
-                    f"a tensor with grad_dtype '{_scalar_type(self.dtype)}'. The gradient must "
-                    "match the tensor's grad_dtype (defaults to the tensor's dtype). You can set "
-                    "the tensor's grad_dtype attribute with a specific dtype, or None to allow "
-                    "any dtype. Set grad_dtype with caution. Diverging the dtypes of a tensor "
-                    "and its gradient may break downstream systems that assume they match.")
+                    f"attempting to assign a gradient with dtype "
+                    f"'{dtypes.cpp_name(value.dtype)}' to a tensor with grad_dtype "
+                    f"'{dtypes.scalar_type(self.dtype)}'. The gradient must match the tensor's "
+                    "grad_dtype (defaults to the tensor's dtype). You can set the tensor's "
+                    "grad_dtype attribute with a specific dtype, or None to allow any dtype. "
+                    "Set grad_dtype with caution. Diverging the dtypes of a tensor and its "
+                    "gradient may break downstream systems that assume they match.")
             if value.shape != self.shape:
                 raise RuntimeError(
                     f"attempting to assign a gradient of size '{list(value.shape)}' to a tensor "
@@ -349,23 +351,6 @@ class Tensor:
             t._grad = Tensor._make(self._grad._data.clone())
         memo[id(self)] = t
         return t
-
-
-_SCALAR_TYPES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-                 torch.bfloat16: "BFloat16", torch.int64: "Long", torch.int32: "Int",
-                 torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
-                 torch.bool: "Bool"}
-_CPP_NAMES = {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half",
-              torch.bfloat16: "c10::BFloat16", torch.int64: "long int", torch.int32: "int",
-              torch.bool: "bool"}
-
-
-def _scalar_type(dtype) -> str:
-    return _SCALAR_TYPES.get(dtype, str(dtype).replace("torch.", ""))
-
-
-def _cpp_name(dtype) -> str:
-    return _CPP_NAMES.get(dtype, str(dtype).replace("torch.", ""))
 
 
 def _rebuild(data, requires_grad, cls=Tensor):

@@ -326,3 +326,22 @@ def _erf_step(backend):
         assert torch.allclose(loss._data, (torch.erf(x) * 2).sum(), atol=1e-4), backend
         assert torch.allclose(w.grad._data, want, atol=1e-5), backend
     assert any(e.prim is P.erf for e in cf.program.graph.eqns)
+
+
+@pytest.mark.parametrize("name", [p.name for p in P.PRIMS.values()
+                                  if p.kind is P.Kind.UNARY and p.inplace])
+def test_every_unary_record_is_an_op_and_an_inplace_method(name):
+    """fusegrad.<name>, Tensor.<name>() and Tensor.<name>_() come from the record alone and
+    equal torch's: values, gradients and node names."""
+    p = P.PRIMS[name]
+    x = torch.tensor([0.5, 0.3, 2.0])
+    assert torch.equal(getattr(fg, name)(fg.from_torch(x))._data, getattr(torch, name)(x))
+    a, b = fg.from_torch(x.clone()).requires_grad_(), x.clone().requires_grad_()
+    ya, yb = a * 1, b * 1
+    getattr(ya, p.inplace)()
+    getattr(yb, p.inplace)()
+    ya.sum().backward()
+    yb.sum().backward()
+    assert torch.allclose(ya.detach()._data, yb.detach()) and ya._version == yb._version
+    assert torch.allclose(a.grad._data, b.grad)
+    assert ya.grad_fn.name() == yb.grad_fn.name()

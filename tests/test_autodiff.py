@@ -50,8 +50,8 @@ def _traced(fn, args, kwargs=None):
 
 def _run(res, leaves, cts):
     """One forward and one backward run of a vjp's two graphs on the cpu backend."""
-    fwd = Program(res.forward, res.forward, "cpu", ("T",), [])
-    bwd = Program(res.backward, res.backward, "cpu", ("T",), [])
+    fwd = Program(res.forward, res.forward, "cpu", ("T",))
+    bwd = Program(res.backward, res.backward, "cpu", ("T",))
     results = fwd.run(leaves)
     return results, bwd.run(AD.residual_values(res.residuals, leaves, results) + cts)
 

@@ -12,7 +12,7 @@ import torch
 import fusegrad as fg
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.backends.triton import layout as TL
-from fusegrad.compiler.backends.cpu import count_calls
+from fusegrad.compiler.backends.io_plan import count_calls
 from fusegrad.compiler.backends.triton.program import TritonProgram
 from fusegrad.compiler.ir.cost import nbytes
 from fusegrad.compiler.ir import Eqn, Graph, Var

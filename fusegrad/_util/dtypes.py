@@ -27,6 +27,8 @@ _TABLE = {
     torch.int8: DtypeNames("i8", "Char", "signed char", "tl.int8", "*i8"),
     torch.uint8: DtypeNames("u8", "Byte", "unsigned char", "tl.uint8", "*u8"),
     torch.bool: DtypeNames("b8", "Bool", "bool", "tl.int1", "*i1"),
+    torch.complex64: DtypeNames("c64", "ComplexFloat", "c10::complex<float>", None, None),
+    torch.complex128: DtypeNames("c128", "ComplexDouble", "c10::complex<double>", None, None),
 }
 
 
@@ -70,4 +72,4 @@ def itemsize(dtype) -> int:
     return size
 
 
-BY_NAME = {name(d): d for d in (*_TABLE, torch.complex64, torch.complex128)}
+BY_NAME = {name(d): d for d in _TABLE}

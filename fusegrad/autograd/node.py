@@ -11,6 +11,7 @@ import itertools
 import re
 import weakref
 
+from fusegrad._util import dtypes
 from fusegrad._util.hooks import RemovableHandle
 from fusegrad.tensor import Tensor
 
@@ -92,9 +93,7 @@ class SavedTensor:
             raise RuntimeError(SECOND_BACKWARD)
         if self.vc[0] != self.version:
             ref = self.tensor._data if self.tensor is not None else self.data
-            kind = {"float32": "Float", "float64": "Double", "float16": "Half",
-                    "bfloat16": "BFloat16", "int64": "Long", "int32": "Int",
-                    "bool": "Bool"}.get(str(ref.dtype).replace("torch.", ""), "")
+            kind = dtypes.scalar_type(ref.dtype)
             which = f", which is {self.desc}," if self.desc else ""
             if self.tensor is not None and self.tensor.grad_fn is not None:
                 which = f", which is output {self.tensor._output_nr} of " \

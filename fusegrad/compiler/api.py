@@ -175,9 +175,8 @@ class CompiledFunction:
             optimized = split.forward
             plan = AD.build_plan(split, diff_inputs, diff, backend,
                                  self.fn.__qualname__ + ".backward")
-        program = Program(graph, optimized, backend, res_structure, res_leaves,
+        program = Program(graph, optimized, backend, res_structure,
                           name=self.fn.__qualname__)
-        program.consumed = consumed
         program.backward = plan
         if plan is not None:  # outs end with the residuals the backward node keeps
             program.attach = functools.partial(AD.attach, plan)

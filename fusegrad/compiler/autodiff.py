@@ -412,7 +412,7 @@ def _replay(tracer, graph, targets, outs, verify) -> VJP:
 
 def build_plan(result: VJP, diff_inputs, diff, backend, name) -> Plan:
     """Compile the backward graph and bundle what ``attach`` needs on each call."""
-    program = Program(result.backward, result.backward, backend, ("T",), [], name=name)
+    program = Program(result.backward, result.backward, backend, ("T",), name=name)
     return Plan(program, result.residuals, diff_inputs, [i for i, _ in diff],
                 [(tuple(t.shape), t.dtype) for _, t in diff])
 

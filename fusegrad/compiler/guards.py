@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import torch
 
+from fusegrad._util import dtypes
 from fusegrad.autograd import grad_mode
 from fusegrad.compiler.ir.io import Captured, Number
 from fusegrad.nn.module import structure_version
@@ -85,7 +86,7 @@ def parameter_names(fn, args):
 
 
 def _tensor_desc(t):
-    return f"{str(t.dtype).replace('torch.', '')}{fmt_shape(t.shape)}"
+    return f"{dtypes.name(t.dtype)}{fmt_shape(t.shape)}"
 
 
 def describe_signature(leaves) -> str:

@@ -25,14 +25,11 @@ BACKENDS = {
 class Program:
     """One traced signature, compiled: ``program(leaves, structure)`` replays it."""
 
-    def __init__(self, raw: Graph, graph: Graph, backend: str, res_structure, res_leaves,
-                 name="fn"):
+    def __init__(self, raw: Graph, graph: Graph, backend: str, res_structure, name="fn"):
         self.raw_graph = raw
         self.graph = graph
         self.backend = backend
         self.name = name
-        self._res_structure = res_structure
-        self._res_leaves = res_leaves
         self._rebuild = pytree.unflattener(res_structure)
         if backend not in BACKENDS:
             raise ValueError(f"fusegrad.compile: unknown backend {backend!r}")
@@ -45,7 +42,6 @@ class Program:
         self.run = self._impl.run
 
     backward = None  # autodiff.Plan when the outputs require grad
-    consumed = None  # [(position, grad_fn name)] of outputs whose graph a traced backward used
     attach = None  # (leaves, outs) -> None: hangs the outputs on their autograd node
 
     def __call__(self, leaves, structure):

@@ -49,12 +49,9 @@ def _inplace_unary(prim):
     return op
 
 
-exp_ = _inplace_unary(P.exp)
-neg_ = _inplace_unary(P.neg)
-relu_ = _inplace_unary(P.relu)
-sigmoid_ = _inplace_unary(P.sigmoid)
-tanh_ = _inplace_unary(P.tanh)
-sqrt_ = _inplace_unary(P.sqrt)
+# the in-place form of every unary primitive whose record names one (exp_, relu_, erf_...)
+UNARY_INPLACE = {p.inplace: _inplace_unary(p) for p in P.PRIMS.values()
+                 if p.kind is P.Kind.UNARY and p.inplace}
 
 
 def fill_(self, value):

@@ -9,8 +9,8 @@ from fusegrad import ops as O
 from fusegrad import primitives as P
 from fusegrad.dispatch import apply
 from fusegrad.ops.conversion import _caster
-from fusegrad.ops.inplace import (_inplace_unary, add_, clamp_, copy_, div_, exp_, fill_, mul_,
-                                  neg_, pow_, relu_, sigmoid_, sqrt_, sub_, tanh_, zero_)
+from fusegrad.ops.inplace import (UNARY_INPLACE, add_, clamp_, copy_, div_, fill_, mul_, pow_,
+                                  sub_, zero_)
 from fusegrad.primitives import Scalar
 from fusegrad.tensor import Tensor
 
@@ -31,10 +31,8 @@ _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16
           "bool": torch.bool}
 
 _INPLACE = dict(add_=add_, sub_=sub_, mul_=mul_, div_=div_, pow_=pow_, clamp_=clamp_,
-                exp_=exp_, neg_=neg_, relu_=relu_, sigmoid_=sigmoid_, tanh_=tanh_,
-                sqrt_=sqrt_, fill_=fill_, zero_=zero_, copy_=copy_)
+                fill_=fill_, zero_=zero_, copy_=copy_, **UNARY_INPLACE)
 _SAME_NAME += [p.name for p in O.TABLE_UNARY]
-_INPLACE.update({p.inplace: _inplace_unary(p) for p in O.TABLE_UNARY})
 
 
 def _where_method(self, condition, y):

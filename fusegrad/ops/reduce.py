@@ -7,6 +7,7 @@ import math
 from collections import namedtuple
 
 from fusegrad import primitives as P
+from fusegrad._util import dtypes
 from fusegrad.autograd.grad_mode import _mode
 from fusegrad.autograd.names import composite
 from fusegrad.dispatch import apply
@@ -45,7 +46,7 @@ def mean(x, dim=None, keepdim=False, *, dtype=None):
         x = cast(x, dtype)
     check(x.dtype.is_floating_point or x.dtype.is_complex,
           lambda: f"mean(): could not infer output dtype. Input dtype must be either a floating "
-          f"point or complex dtype. Got: {str(x.dtype).replace('torch.', '').capitalize()}")
+          f"point or complex dtype. Got: {dtypes.scalar_type(x.dtype)}")
     if dim is None:
         return _mean_all(x)
     return _mean_dim(x, dim, keepdim)

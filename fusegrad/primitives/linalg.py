@@ -30,5 +30,5 @@ def _matmul_meta(a, b):
 
 
 matmul = prim(
-    "matmul", Kind.MATMUL, _matmul_meta, torch.matmul, saves=(0, 1), grad_name="MmBackward0",
+    "matmul", Kind.MATMUL, _matmul_meta, torch.matmul, grad_name="MmBackward0",
     aten="torch.matmul({0}, {1}{out})", aten_out=True, aten_name="mm")

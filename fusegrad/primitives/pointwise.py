@@ -130,17 +130,17 @@ add = binary("add", torch.add, inplace="add_", triton="{0} + {1}", host="({0} + 
 sub = binary("sub", torch.sub, inplace="sub_", triton="{0} - {1}", host="({0} - {1})",
              identity=Identity(neutral=(None, 0)), foreach=True, aten_rev="torch.rsub({1}, {0})")
 mul = binary("mul", torch.mul, inplace="mul_", triton="{0} * {1}", host="({0} * {1})",
-             saves=(0, 1), identity=Identity(neutral=(1, 1)), commutative=True, foreach=True,
+             identity=Identity(neutral=(1, 1)), commutative=True, foreach=True,
              aten_rev="torch.mul({1}, {0})")
 div = binary("div", torch.div, inplace="div_", out="float", triton="{0} / {1}",
-             host="({0} / {1})", saves=(0, 1), identity=Identity(neutral=(None, 1)),
+             host="({0} / {1})", identity=Identity(neutral=(None, 1)),
              foreach=True, aten_rev="torch.mul(torch.reciprocal({1}), {0})")
 pow_ = binary("pow", torch.pow, inplace="pow_", triton="_pow({0}, {1})", triton_helper="_pow",
-              triton_full=True, host="({0} ** {1})", saves=(0, 1, "out"))
+              triton_full=True, host="({0} ** {1})")
 maximum = binary("maximum", torch.maximum, triton="tl.maximum({0}, {1})",
-                 host="max({0}, {1})", saves=(0, 1))
+                 host="max({0}, {1})")
 minimum = binary("minimum", torch.minimum, triton="tl.minimum({0}, {1})",
-                 host="min({0}, {1})", saves=(0, 1))
+                 host="min({0}, {1})")
 eq = binary("eq", torch.eq, kind=Kind.COMPARE, out="bool", triton="{0} == {1}")
 ne = binary("ne", torch.ne, kind=Kind.COMPARE, out="bool", triton="{0} != {1}")
 lt = binary("lt", torch.lt, kind=Kind.COMPARE, out="bool", triton="{0} < {1}")
@@ -152,10 +152,10 @@ logical_and = binary("logical_and", torch.logical_and, kind=Kind.COMPARE, out="b
 
 # where's out= overload takes no Python numbers
 where = prim(
-    "where", Kind.TERNARY, _where_meta, torch.where, saves=(0,), grad_name="WhereBackward0",
+    "where", Kind.TERNARY, _where_meta, torch.where, grad_name="WhereBackward0",
     nondiff_args=(0,), aten="torch.where({0}, {1}, {2})", triton="tl.where({0}, {1}, {2})",
     triton_bool_args=(0,))
 clamp = prim(
     "clamp", Kind.UNARY, _clamp_meta, lambda x, lo=None, hi=None: torch.clamp(x, lo, hi),
-    saves=(0,), grad_name="ClampBackward1", aten="torch.clamp({0}, {p[lo]!r}, {p[hi]!r}{out})",
+    grad_name="ClampBackward1", aten="torch.clamp({0}, {p[lo]!r}, {p[hi]!r}{out})",
     aten_out=True, triton="_clamp({0}, {lo}, {hi})", triton_helper="_clamp")

@@ -49,12 +49,12 @@ sum_ = prim(
 amax = prim(
     "amax", Kind.REDUCE, reduce_meta("amax", nonempty=True),
     lambda x, dims=None, keepdim=False: torch.amax(x, _dims(dims), keepdim=keepdim),
-    saves=(0, "out"), grad_name="AmaxBackward0", aten=_ATEN_REDUCE.format(name="amax"),
+    grad_name="AmaxBackward0", aten=_ATEN_REDUCE.format(name="amax"),
     aten_out=True, reduce=Reduce("tl.max", "tl.maximum({0}, {1})", "lowest"))
 amin = prim(
     "amin", Kind.REDUCE, reduce_meta("amin", nonempty=True),
     lambda x, dims=None, keepdim=False: torch.amin(x, _dims(dims), keepdim=keepdim),
-    saves=(0, "out"), grad_name="AminBackward0", aten=_ATEN_REDUCE.format(name="amin"),
+    grad_name="AminBackward0", aten=_ATEN_REDUCE.format(name="amin"),
     aten_out=True, reduce=Reduce("tl.min", "tl.minimum({0}, {1})", "highest"))
 argmax = prim(
     "argmax", Kind.REDUCE, reduce_meta("argmax", index=True, nonempty=True),
@@ -72,5 +72,5 @@ def _log_softmax_meta(x, dim):
 # one row-reduction kernel on triton; its vjp keeps the derivative in fusegrad ops.
 log_softmax = prim(
     "log_softmax", Kind.REDUCE, _log_softmax_meta, lambda x, dim: torch.log_softmax(x, dim),
-    saves=("out",), grad_name="LogSoftmaxBackward0", aten="torch.log_softmax({0}, {p[dim]})",
+    grad_name="LogSoftmaxBackward0", aten="torch.log_softmax({0}, {p[dim]})",
     reduce=Reduce(None, None, "lowest", keeps_shape=True))

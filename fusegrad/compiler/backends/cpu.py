@@ -12,7 +12,6 @@ every call, since the caller may keep them.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -20,8 +19,9 @@ import torch
 
 from fusegrad import primitives as P
 from fusegrad._util import dtypes
-from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, load_run,
-                                              read_source, return_line, write_sink)
+from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, count_calls, fmt_num,
+                                              load_run, read_source, return_line,
+                                              write_sink)
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.cost import eqn_flops
 from fusegrad.compiler.schedule import Analysis, Group, group_io, io_bytes
@@ -245,26 +245,6 @@ class CpuProgram:
         return {"n_kernels": len(self.groups), **self.counts,
                 "bytes_moved": sum(g.bytes_moved for g in self.groups),
                 "flops": sum(g.flops for g in self.groups)}
-
-
-_NOT_CALLS = {"device", "Size", "dtype"}
-
-
-def count_calls(source: str) -> dict:
-    """``n_calls``: the ATen calls (torch functions and tensor methods) a generated program
-    makes per run; ``n_copies``: those of them that copy (``copy_``, ``clone``)."""
-    calls = copies = 0
-    for node in ast.walk(ast.parse(source)):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        root = node.func
-        while isinstance(root, ast.Attribute):
-            root = root.value
-        if isinstance(root, ast.Name) and root.id == "math" or node.func.attr in _NOT_CALLS:
-            continue
-        calls += 1
-        copies += node.func.attr in ("copy_", "clone")
-    return {"n_calls": calls, "n_copies": copies}
 
 
 def _generate(graph: Graph):

@@ -6,6 +6,7 @@ eager would bump. A backend adds only its launches and its own storage decisions
 
 from __future__ import annotations
 
+import ast
 import linecache
 import math
 
@@ -116,12 +117,13 @@ def write_sink(text: ProgramText, s, val: str, written, results: list):
         results.append("None" if val == "None" else f"_T({val})")
     elif isinstance(s, (WriteInPlace, WriteGradInPlace)):
         c = text.const(s.tensor, "c")
-        target = f"{c}._data" if isinstance(s, WriteInPlace) else f"{c}._grad._data"
+        owner = c if isinstance(s, WriteInPlace) else f"{c}._grad"  # the tensor written
+        target = f"{owner}._data"
         if written is None:
             text.emit(f"if {target}.data_ptr() != {val}.data_ptr(): {target}.copy_({val})")
         elif not written:
             text.emit(f"{target}.copy_({val})")
-        text.emit(f"{target.removesuffix('._data')}._vc[0] += 1")
+        text.emit(f"{owner}._vc[0] += 1")
     elif isinstance(s, SetGrad):
         c = text.const(s.tensor, "c")
         text.emit(f"{c}._grad = " + ("None" if val == "None" else f"_T({val})"))
@@ -134,3 +136,23 @@ def write_sink(text: ProgramText, s, val: str, written, results: list):
 
 def return_line(results) -> str:
     return f"return ({', '.join(results)}{',' if len(results) == 1 else ''})"
+
+
+_NOT_CALLS = {"device", "Size", "dtype"}
+
+
+def count_calls(source: str) -> dict:
+    """``n_calls``: the ATen calls (torch functions and tensor methods) a generated program
+    makes per run; ``n_copies``: those of them that copy (``copy_``, ``clone``)."""
+    calls = copies = 0
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        root = node.func
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name) and root.id == "math" or node.func.attr in _NOT_CALLS:
+            continue
+        calls += 1
+        copies += node.func.attr in ("copy_", "clone")
+    return {"n_calls": calls, "n_copies": copies}

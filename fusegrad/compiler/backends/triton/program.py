@@ -35,9 +35,9 @@ import torch
 from fusegrad._util import dtypes
 from fusegrad.compiler import schedule as S
 from fusegrad.compiler.backends.triton import layout as triton_layout
-from fusegrad.compiler.backends.cpu import count_calls
-from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, fmt_num, load_run,
-                                              read_source, return_line, write_sink)
+from fusegrad.compiler.backends.io_plan import (BufferPool, ProgramText, count_calls, fmt_num,
+                                              load_run, read_source, return_line,
+                                              write_sink)
 from fusegrad.compiler.backends.triton.codegen import generate
 from fusegrad.compiler.ir import Graph, Var
 from fusegrad.compiler.ir.io import (Arg, Captured, Const, GradOf, WriteGradInPlace,
