@@ -229,22 +229,39 @@ class CpuProgram:
         self.graph = graph
         self.source, self._env, calls = _generate(graph)
         self.run = load_run(self.source, self._env, f"<fusegrad cpu program {id(self):x}>")
-        an = Analysis(graph)
-        self.groups, self.kernels = [], []
-        for i, (call, covered, line) in enumerate(calls):
-            loads, scalars, stores = group_io(an, covered)
-            name = f"aten_{call.prim.name}_{i}"
-            self.groups.append(Group(covered, None, list(loads), scalars, stores,
-                                     io_bytes(an, covered), sum(map(eqn_flops, covered)),
-                                     name=name, index=i))
-            self.kernels.append(CpuKernel(name, [e.prim.name for e in covered], line,
-                                          self.groups[-1].provenance))
-        self.counts = count_calls(self.source)
+        self._calls = calls
+        self._report = None
+
+    def _describe(self):
+        """Groups, kernels and call counts, made when introspection first asks: a replay
+        never needs them, so compiling does not pay for them."""
+        if self._report is None:
+            an = Analysis(self.graph)
+            groups, kernels = [], []
+            for i, (call, covered, line) in enumerate(self._calls):
+                loads, scalars, stores = group_io(an, covered)
+                name = f"aten_{call.prim.name}_{i}"
+                groups.append(Group(covered, None, list(loads), scalars, stores,
+                                    io_bytes(an, covered), sum(map(eqn_flops, covered)),
+                                    name=name, index=i))
+                kernels.append(CpuKernel(name, [e.prim.name for e in covered], line,
+                                         groups[-1].provenance))
+            self._report = groups, kernels, count_calls(self.source)
+        return self._report
+
+    @property
+    def groups(self):
+        return self._describe()[0]
+
+    @property
+    def kernels(self):
+        return self._describe()[1]
 
     def stats(self) -> dict:
-        return {"n_kernels": len(self.groups), **self.counts,
-                "bytes_moved": sum(g.bytes_moved for g in self.groups),
-                "flops": sum(g.flops for g in self.groups)}
+        groups, _, counts = self._describe()
+        return {"n_kernels": len(groups), **counts,
+                "bytes_moved": sum(g.bytes_moved for g in groups),
+                "flops": sum(g.flops for g in groups)}
 
 
 def _generate(graph: Graph):
